@@ -1,0 +1,15 @@
+"""rayx: a distributed execution framework for Python with Ray Core's API.
+
+This module only re-exports the public API; importing it starts nothing.
+"""
+from rayx import exceptions
+from rayx.api import (available_resources, cluster_resources, get, get_gpu_ids, init,
+                      is_initialized, nodes, put, remote, shutdown, wait)
+from rayx.object_ref import ObjectRef
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ObjectRef", "available_resources", "cluster_resources", "exceptions", "get", "get_gpu_ids",
+    "init", "is_initialized", "nodes", "put", "remote", "shutdown", "wait",
+]

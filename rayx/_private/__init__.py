@@ -1,0 +1,1 @@
+"""Internals shared by the driver, the workers and the node services."""

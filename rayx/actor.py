@@ -1,0 +1,258 @@
+"""``@rayx.remote`` on a class: actors, their handles and their methods.
+
+``Cls.remote(...)`` submits the actor's creation task (scheduled like any
+task) and returns an ActorHandle at once. ``handle.method.remote(...)``
+submits an actor task carrying the caller's id and a per-caller sequence
+number; the raylet delivers each caller's calls to the actor in that order.
+Handles pickle to (actor id, method table), so they can be passed to tasks
+and other actors. Named actors are registered in the GCS ``named_actors``
+table (one name per namespace) and their records in the ``actors`` table.
+"""
+import inspect
+
+from rayx import options as opts
+from rayx import serialization
+from rayx._core import codec
+from rayx._core.ids import ActorID, JobID, TaskID
+from rayx.remote_function import build_args
+
+
+def method(*args, **kwargs):
+    """``@rayx.method(num_returns=2)`` on an actor method sets its default options."""
+    def decorator(fn):
+        fn.__rayx_method_options__ = opts.validate(kwargs, "method")
+        return fn
+    if len(args) == 1 and callable(args[0]) and not kwargs:
+        return decorator(args[0])
+    return decorator
+
+
+def exit_actor():
+    """End the current actor from inside one of its methods (no restart)."""
+    from rayx.executor import ActorExit
+    from rayx import api
+    worker = api._global_worker()
+    if not worker.context.actor_id:
+        raise TypeError("exit_actor() may only be called inside an actor method")
+    raise ActorExit()
+
+
+def _method_table(cls):
+    """{name: {"num_returns": n, ...}} of the public and special methods of an actor class."""
+    table = {}
+    for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+        if name.startswith("__") and name not in ("__call__",):
+            continue
+        table[name] = dict(getattr(member, "__rayx_method_options__", {}))
+    return table
+
+
+def _is_async(cls):
+    return any(inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
+               for _, m in inspect.getmembers(cls, predicate=inspect.isfunction))
+
+
+class ActorClass:
+    """A class made remote: ``.remote(...)`` creates an actor, ``.options(...)`` overrides options."""
+
+    def __init__(self, cls, options):
+        self._cls = cls
+        self._options = opts.validate(options, "actor")
+        self._name = cls.__qualname__
+        self._methods = _method_table(cls)
+        self._is_async = _is_async(cls)
+        self._blob = None
+        self._function_id = None
+        self._exported_to = None
+        self.__doc__ = cls.__doc__
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
+                        f"use '{self._name}.remote()'.")
+
+    def remote(self, *args, **kwargs):
+        return self._remote(args, kwargs, self._options)
+
+    def options(self, **options):
+        merged = dict(self._options)
+        merged.update(opts.validate(options, "actor"))
+        actor_class = self
+
+        class ActorClassWithOptions:
+            def remote(self, *args, **kwargs):
+                return actor_class._remote(args, kwargs, merged)
+
+            def options(self, **more):
+                return actor_class.options(**dict(merged, **more))
+
+        return ActorClassWithOptions()
+
+    def __getstate__(self):
+        # Captured by other remote code: carry the definition, not this process's runtime state.
+        state = dict(self.__dict__)
+        state.update(_blob=None, _function_id=None, _exported_to=None)
+        return state
+
+    def _export(self, core):
+        if self._exported_to is not core:
+            if self._blob is None:
+                try:
+                    self._blob = serialization.dumps_function(self._cls)
+                except Exception as exc:
+                    raise TypeError(f"Could not pickle the actor class {self._name}: {exc}") from exc
+            self._function_id = core.export_function(self._blob)
+            self._exported_to = core
+        return self._function_id
+
+    def _remote(self, args, kwargs, options):
+        from rayx import api
+        core = api._global_worker()
+        name = options.get("name")
+        namespace = options.get("namespace") or api._namespace
+        if name is not None and not name:
+            raise ValueError("Actor name must not be empty")
+        if name and options.get("get_if_exists"):
+            try:
+                return api.get_actor(name, namespace=namespace)
+            except ValueError:
+                pass
+        function_id = self._export(core)
+        ctx = core.context
+        ctx.submit_counter += 1
+        actor_id = ActorID.of(JobID(core.current_job_id()), ctx.task_id, ctx.submit_counter)
+        task_id = TaskID.for_actor_creation(actor_id)
+        arg_list, nested = build_args(core, args, kwargs, self._name + ".__init__")
+        strategy, node_id, soft = opts.strategy_fields(options.get("scheduling_strategy"))
+        # As in Ray: an actor needs 1 CPU to be placed and holds 0 while alive,
+        # unless it asks for CPUs explicitly (then it holds them for life).
+        placement = opts.resource_request(options, 1)
+        lifetime = opts.resource_request(options, 0)
+        detached = options.get("lifetime") == "detached"
+        max_concurrency = options.get("max_concurrency") or 1
+        spec = codec.TaskSpec(
+            task_type=codec.ACTOR_CREATION_TASK,
+            task_id=task_id.binary(),
+            job_id=core.current_job_id(),
+            parent_task_id=ctx.task_id.binary(),
+            caller_id=core.worker_id,
+            function_id=function_id,
+            function_name=self._name,
+            args=arg_list,
+            nested_refs=nested,
+            num_returns=1,
+            resources=placement,
+            max_retries=0,
+            actor_id=actor_id.binary(),
+            strategy=strategy,
+            strategy_node_id=node_id,
+            strategy_soft=soft,
+            max_restarts=options.get("max_restarts") or 0,
+            max_task_retries=options.get("max_task_retries") or 0,
+            max_concurrency=max_concurrency,
+            actor_name=name or "",
+            namespace=namespace if name else "",
+            detached=detached,
+            is_asyncio=self._is_async,
+            extra={"lifetime_resources": lifetime, "methods": self._methods},
+        )
+        if name:
+            if not core.gcs.put_if_absent("named_actors", _name_key(namespace, name), actor_id.binary()):
+                if options.get("get_if_exists"):
+                    return api.get_actor(name, namespace=namespace)
+                raise ValueError(f"The name {name!r} (namespace {namespace!r}) is already taken by "
+                                 f"another actor; names must be unique within a namespace.")
+        core.submit_task(spec)
+        return ActorHandle(actor_id.binary(), self._name, self._methods, options.get("max_task_retries") or 0)
+
+
+def _name_key(namespace, name):
+    return f"{namespace}\x00{name}".encode()
+
+
+class ActorHandle:
+    """A reference to an actor: call ``handle.method.remote(...)``."""
+
+    def __init__(self, actor_id, class_name, methods, max_task_retries=0):
+        self._actor_id = actor_id
+        self._class_name = class_name
+        self._methods = methods
+        self._max_task_retries = max_task_retries
+
+    def __getattr__(self, name):
+        if name.startswith("_") and name not in ("__ray_terminate__",):
+            raise AttributeError(name)
+        if name not in self._methods and name != "__ray_terminate__":
+            raise AttributeError(f"'{self._class_name}' actor has no method '{name}'")
+        return ActorMethod(self, name, self._methods.get(name, {}))
+
+    def __reduce__(self):
+        ctx = serialization.current_context()
+        if ctx is not None:
+            ctx.actor_handles.append(self._actor_id)
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._max_task_retries))
+
+    def __repr__(self):
+        return f"Actor({self._class_name}, {self._actor_id.hex()})"
+
+    def __eq__(self, other):
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self):
+        return hash(self._actor_id)
+
+    @property
+    def _ray_actor_id(self):
+        return ActorID(self._actor_id)
+
+
+class ActorMethod:
+    def __init__(self, handle, name, options):
+        self._handle = handle
+        self._name = name
+        self._options = options
+
+    def __call__(self, *args, **kwargs):
+        raise TypeError(f"Actor methods cannot be called directly. Instead of '{self._name}()', "
+                        f"try '{self._name}.remote()'.")
+
+    def options(self, **options):
+        merged = dict(self._options)
+        merged.update(opts.validate(options, "method"))
+        return ActorMethod(self._handle, self._name, merged)
+
+    def remote(self, *args, **kwargs):
+        return self._submit(args, kwargs)
+
+    def _submit(self, args, kwargs):
+        from rayx import api
+        core = api._global_worker()
+        handle = self._handle
+        options = self._options
+        full_name = f"{handle._class_name}.{self._name}"
+        arg_list, nested = build_args(core, args, kwargs, full_name)
+        seq = core.next_actor_sequence(handle._actor_id)
+        task_id = TaskID.for_actor_task(ActorID(handle._actor_id), core.worker_id, seq)
+        num_returns = options.get("num_returns", 1)
+        max_retries = options.get("max_task_retries", handle._max_task_retries)
+        spec = codec.TaskSpec(
+            task_type=codec.ACTOR_TASK,
+            task_id=task_id.binary(),
+            job_id=core.current_job_id(),
+            parent_task_id=core.current_task_id().binary(),
+            caller_id=core.worker_id,
+            function_name=full_name,
+            method_name=self._name,
+            args=arg_list,
+            nested_refs=nested,
+            num_returns=num_returns,
+            max_retries=max_retries,
+            retry_exceptions=bool(options.get("retry_exceptions", False)),
+            actor_id=handle._actor_id,
+            sequence_number=seq,
+        )
+        refs = core.submit_task(spec)
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs

@@ -1,0 +1,370 @@
+"""The runtime inside every driver and worker process: submitting tasks, putting
+and getting objects, and keeping the raylet informed of the refs this process
+holds.
+
+One CoreWorker per process. It talks to its node's raylet over the Unix socket
+(``rayx.protocol.RayletConnection``), reads and writes large objects straight
+from and into the node's shared-memory arena, and reads the function table
+from the GCS. Small objects this process put or fetched are cached here as
+serialized bytes for as long as it holds a ref to them.
+"""
+import hashlib
+import contextvars
+import itertools
+import os
+import sys
+import threading
+
+from rayx import protocol as p
+from rayx import serialization
+from rayx._core.ids import JobID, ObjectID, TaskID
+from rayx.exceptions import GetTimeoutError, ObjectLostError, RaySystemError
+from rayx.object_ref import LocalRefCounter, ObjectRef
+
+INLINE_THRESHOLD = 100 * 1024
+
+
+class TaskContext:
+    """What the current task is: ids of the tasks and objects it creates derive from it.
+
+    Kept in a context variable, so every thread and every asyncio task of an
+    actor has its own (a driver's threads share the driver's).
+    """
+
+    __slots__ = ("task_id", "task_name", "job_id", "actor_id", "submit_counter", "put_counter")
+
+    def __init__(self, task_id=None, task_name=None, job_id=None, actor_id=b""):
+        self.task_id = task_id
+        self.task_name = task_name
+        self.job_id = job_id
+        self.actor_id = actor_id
+        self.submit_counter = 0
+        self.put_counter = 0
+
+
+_current_context = contextvars.ContextVar("rayx_task_context", default=None)
+
+
+class _Pending:
+    """A request sent to the raylet whose reply someone waits for."""
+
+    __slots__ = ("event", "ok", "result", "callback")
+
+    def __init__(self, callback=None):
+        self.event = threading.Event()
+        self.ok = True
+        self.result = None
+        self.callback = callback
+
+
+class CoreWorker:
+    def __init__(self, mode, socket_path, gcs, job_id, worker_id, job_info=None, on_execute=None):
+        self.mode = mode
+        self.inline_threshold = INLINE_THRESHOLD
+        self.gcs = gcs
+        self.job_id = job_id
+        self.worker_id = worker_id
+        self.refs = LocalRefCounter()
+        self.refs.install()
+        self._default_context = TaskContext(
+            TaskID.for_driver(JobID(job_id)) if mode == "driver" else None, None, job_id)
+        self._requests = {}
+        self._request_ids = itertools.count(1)
+        self._values = {}
+        self._actor_seqs = {}
+        self._seq_lock = threading.Lock()
+        self._functions = {}
+        self._exported = set()
+        self._jobs_prepared = set()
+        self._registered = threading.Event()
+        self._closed = False
+        self.node_info = None
+        self.on_execute = on_execute
+        self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
+        self.conn.start()
+        self.conn.send_now((p.REGISTER, mode, worker_id, os.getpid(), job_id, job_info or {}))
+        if not self._registered.wait(60):
+            raise RaySystemError(f"the raylet at {socket_path} did not answer the registration")
+        from rayx._core.store import Arena
+        self.arena = Arena.attach(self.node_info["arena_path"])
+        self.node_id = self.node_info["node_id"]
+
+    # --------------------------------------------------------- connection
+
+    def _on_message(self, message):
+        tag = message[0]
+        if tag == p.WAIT_REPLY or tag == p.REPLY:
+            pending = self._requests.pop(message[1], None)
+            if pending is None:
+                return
+            if tag == p.WAIT_REPLY:
+                pending.result = message[2]
+            else:
+                pending.ok, pending.result = message[2], message[3]
+            if pending.callback is not None:
+                pending.callback(pending)
+            pending.event.set()
+        elif tag == p.EXECUTE:
+            self.on_execute(message)
+        elif tag == p.LOG:
+            stream = sys.stderr if message[1] == 2 else sys.stdout
+            try:
+                print(message[2], file=stream, flush=True)
+            except Exception:
+                pass
+        elif tag == p.REGISTERED:
+            self.node_info = message[1]
+            self._registered.set()
+        elif tag == p.EXIT:
+            if self.on_execute is not None:
+                self.on_execute(message)
+
+    def _on_close(self):
+        self._closed = True
+        for pending in list(self._requests.values()):
+            pending.ok = False
+            pending.result = "the connection to the raylet closed"
+            pending.event.set()
+        if self.on_execute is not None:
+            self.on_execute((p.EXIT, "the raylet closed the connection"))
+
+    def _before_flush(self, pending):
+        added, removed = self.refs.drain()
+        if not added and not removed:
+            return pending
+        out = [(p.REFS, added, ())] if added else []
+        out.extend(pending)
+        if removed:
+            values = self._values
+            for object_id in removed:
+                values.pop(object_id, None)
+            out.append((p.REFS, (), removed))
+        return out
+
+    def request(self, op, *args, timeout=60):
+        """A control call to the raylet; returns its result or raises."""
+        request_id = next(self._request_ids)
+        pending = self._requests[request_id] = _Pending()
+        self.conn.send_now((p.REQUEST, request_id, op, args))
+        if not pending.event.wait(timeout):
+            self._requests.pop(request_id, None)
+            raise GetTimeoutError(f"the raylet did not answer {op!r} within {timeout} s")
+        if not pending.ok:
+            raise RaySystemError(f"{op} failed: {pending.result}")
+        return pending.result
+
+    def shutdown(self):
+        if self._closed:
+            return
+        self.refs.uninstall()
+        self.conn.close()
+        self._closed = True
+
+    # -------------------------------------------------------------- ids
+
+    def current_task_id(self):
+        return self.context.task_id
+
+    @property
+    def context(self):
+        return _current_context.get() or self._default_context
+
+    @staticmethod
+    def enter_task(task_id, task_name, job_id, actor_id=b""):
+        """Make this thread (or asyncio task) run as the given task."""
+        _current_context.set(TaskContext(task_id, task_name, job_id, actor_id))
+
+    @staticmethod
+    def leave_task():
+        _current_context.set(None)
+
+    def current_job_id(self):
+        return self.context.job_id
+
+    def next_task_id(self):
+        ctx = self.context
+        ctx.submit_counter += 1
+        return TaskID.for_child(ctx.task_id, ctx.submit_counter).binary()
+
+    def new_put_id(self):
+        ctx = self.context
+        ctx.put_counter += 1
+        return ObjectID.for_put(ctx.task_id, ctx.put_counter).binary()
+
+    # -------------------------------------------------------- functions
+
+    def export_function(self, blob):
+        """Store a pickled function or class in the GCS once; return its id."""
+        function_id = hashlib.sha1(blob).digest()
+        if function_id not in self._exported:
+            self.gcs.put_if_absent("functions", function_id, blob)
+            self._exported.add(function_id)
+        return function_id
+
+    def load_function(self, function_id, job_id):
+        fn = self._functions.get(function_id)
+        if fn is None:
+            self.prepare_job(job_id)
+            blob = self.gcs.get("functions", function_id)
+            if blob is None:
+                raise RaySystemError(f"function {function_id.hex()} is not in the GCS function table")
+            fn = self._functions[function_id] = serialization.loads_function(blob)
+        return fn
+
+    def prepare_job(self, job_id):
+        """Make the driver's import paths visible here before running its code."""
+        if job_id in self._jobs_prepared:
+            return
+        self._jobs_prepared.add(job_id)
+        blob = self.gcs.get("jobs", job_id)
+        if not blob:
+            return
+        from rayx._core import codec
+        info = codec.loads(blob)
+        for path in reversed(info.get("sys_path", [])):
+            if path not in sys.path:
+                sys.path.insert(1, path)
+
+    # -------------------------------------------------------- tasks
+
+    def next_actor_sequence(self, actor_id):
+        """The next per-caller sequence number for calls to ``actor_id``."""
+        with self._seq_lock:
+            seq = self._actor_seqs.get(actor_id, 0) + 1
+            self._actor_seqs[actor_id] = seq
+        return seq
+
+    def submit_task(self, spec):
+        refs = [ObjectRef(object_id) for object_id in spec.return_ids()]
+        self.conn.send((p.SUBMIT, spec))
+        return refs
+
+    # ------------------------------------------------------------ put
+
+    def put(self, value):
+        object_id = self.new_put_id()
+        sobj = serialization.serialize(value)
+        ref = ObjectRef(object_id)
+        self.store(object_id, sobj, p.PUT)
+        return ref
+
+    def store(self, object_id, sobj, tag=None, cache=True):
+        """Make a serialized object available: inline bytes or a sealed arena object.
+
+        With ``tag`` (PUT) the raylet is told at once; otherwise the caller
+        reports it (a task's results travel in its TASK_DONE).
+        Returns (object_id, data or None, size, nested refs).
+        """
+        if sobj.size <= INLINE_THRESHOLD:
+            data = sobj.to_bytes()
+            if cache:
+                self._values[object_id] = data
+        else:
+            data = None
+            self._write_arena(object_id, sobj)
+        if tag is not None:
+            self.conn.send((tag, object_id, data, sobj.size, sobj.nested_refs))
+        return object_id, data, sobj.size, sobj.nested_refs
+
+    def _write_arena(self, object_id, sobj):
+        from rayx.exceptions import ObjectExistsError
+        arena = self.arena
+        try:
+            view = arena.create_object(object_id, sobj.size)
+        except ObjectExistsError:
+            if arena.contains(object_id):
+                return  # a re-executed task made the same object again
+            arena.abort(object_id)
+            view = arena.create_object(object_id, sobj.size)
+        try:
+            sobj.write_into(view)
+        except BaseException:
+            del view
+            arena.abort(object_id)
+            raise
+        del view
+        arena.seal(object_id)
+
+    # ------------------------------------------------------------ get
+
+    def get(self, refs, timeout=None):
+        """Values of ``refs`` (a list of ObjectRefs), in order; raises the first error."""
+        object_ids = [ref.binary() for ref in refs]
+        values = self._values
+        missing = [oid for oid in object_ids if oid not in values]
+        located = {}
+        if missing:
+            reply = self._wait_raylet(missing, len(set(missing)), True, timeout)
+            if reply is None:
+                raise GetTimeoutError(f"get timed out after {timeout} s waiting for "
+                                      f"{len(missing)} object(s), e.g. {missing[0].hex()}")
+            for object_id, data, in_arena in reply:
+                if in_arena:
+                    located[object_id] = None
+                else:
+                    values[object_id] = data
+                    located[object_id] = data
+        results = []
+        for object_id in object_ids:
+            data = values.get(object_id)
+            if data is None:
+                data = located.get(object_id)
+            if data is None:
+                data = self.arena.get(object_id)
+                if data is None:
+                    raise ObjectLostError(object_id.hex())
+            value = serialization.deserialize(data)
+            if type(value) is serialization.ErrorValue:
+                raise value.error
+            results.append(value)
+        return results
+
+    def wait(self, refs, num_returns, timeout):
+        object_ids = [ref.binary() for ref in refs]
+        values = self._values
+        ready = {oid for oid in object_ids if oid in values}
+        if len(ready) < num_returns:
+            reply = self._wait_raylet(object_ids, num_returns, False, timeout)
+            if reply is None:
+                reply = self._wait_raylet(object_ids, 0, False, None)
+            ready.update(object_id for object_id, _, _ in reply)
+        ready_refs, not_ready = [], []
+        for ref in refs:
+            if ref.binary() in ready and len(ready_refs) < num_returns:
+                ready_refs.append(ref)
+            else:
+                not_ready.append(ref)
+        return ready_refs, not_ready
+
+    def _wait_raylet(self, object_ids, num_ready, with_data, timeout):
+        request_id = next(self._request_ids)
+        pending = self._requests[request_id] = _Pending()
+        self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data))
+        if not pending.event.wait(timeout):
+            self._requests.pop(request_id, None)
+            self.conn.send_now((p.CANCEL_WAIT, request_id))
+            return None
+        if not pending.ok:
+            raise RaySystemError(pending.result)
+        return pending.result
+
+    def future_of(self, ref):
+        """A concurrent.futures.Future resolved with the value of ``ref``."""
+        import concurrent.futures
+        future = concurrent.futures.Future()
+
+        def resolve(pending):
+            try:
+                future.set_result(self.get([ref])[0])
+            except BaseException as exc:
+                future.set_exception(exc)
+
+        object_id = ref.binary()
+        if object_id in self._values:
+            resolve(None)
+            return future
+        request_id = next(self._request_ids)
+        self._requests[request_id] = _Pending(
+            callback=lambda pending: threading.Thread(target=resolve, args=(pending,), daemon=True).start())
+        self.conn.send_now((p.WAIT, request_id, [object_id], 1, False))
+        return future

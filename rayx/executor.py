@@ -1,0 +1,279 @@
+"""Running tasks and actor calls inside a worker process.
+
+The core worker's reader thread hands EXECUTE messages to ``Executor.submit``.
+Normal tasks run one at a time on the worker's main thread: resolve the
+arguments (inline values from the message, large ones zero-copy from the
+arena), call the function, store the results (inline or into the arena) and
+report them in one TASK_DONE. An exception becomes a RayTaskError carrying
+the remote traceback, stored as the value of every return.
+
+Once a worker has run an actor's constructor it hosts that actor: calls run
+in arrival order on the main thread, or on a thread pool of
+``max_concurrency`` threads (threaded actors), or as asyncio tasks on one
+event loop thread (actors with ``async def`` methods).
+"""
+import asyncio
+import concurrent.futures
+import inspect
+import os
+import queue
+import sys
+import threading
+import traceback
+
+from rayx import protocol as p
+from rayx import serialization
+from rayx._core import codec
+from rayx._core.ids import TaskID
+from rayx.exceptions import ActorDiedError, ObjectLostError, RayTaskError
+
+TERMINATE_METHOD = "__ray_terminate__"
+
+
+class ActorExit(BaseException):
+    """Raised by ``rayx.actor.exit_actor()`` to end the actor from inside a method."""
+
+
+class Executor:
+    def __init__(self):
+        self.queue = queue.SimpleQueue()
+        self.core = None
+        self.actor = None            # the actor instance this worker hosts
+        self.actor_spec = None
+        self._pool = None            # threaded actors
+        self._loop = None            # async actors
+        self._async_slots = None     # an asyncio.Semaphore, made on the loop
+        self._async_limit = 1000
+
+    def submit(self, message):
+        self.queue.put(message)
+
+    def run(self, core):
+        self.core = core
+        while True:
+            message = self.queue.get()
+            if message[0] == p.EXIT:
+                return
+            _, spec, values, gpu_ids = message
+            if spec.task_type == codec.ACTOR_TASK:
+                self.dispatch_call(spec, values)
+            else:
+                _set_visible_gpus(gpu_ids)
+                self.execute(spec, values)
+
+    # ---------------------------------------------------------------- tasks
+
+    def execute(self, spec, values):
+        """Run one task (or actor constructor) and report its results."""
+        core = self.core
+        core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
+        retryable = False
+        try:
+            fn = core.load_function(spec.function_id, spec.job_id)
+            args, kwargs = self.resolve_args(spec, values)
+            if spec.task_type == codec.ACTOR_CREATION_TASK:
+                self.actor = fn(*args, **kwargs)
+                self.actor_spec = spec
+                self._setup_concurrency(spec, fn)
+                result = None
+            else:
+                result = fn(*args, **kwargs)
+            results = self.store_results(spec, result)
+        except Exception as exc:
+            results = self.error_results(spec, exc)
+            retryable = spec.retry_exceptions
+            if spec.task_type == codec.ACTOR_CREATION_TASK:
+                self._constructor_failed(spec, results)
+        finally:
+            core.leave_task()
+        core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+
+    def _constructor_failed(self, spec, results):
+        """Report the actor dead with its constructor's error, then exit."""
+        cause = serialization.deserialize(results[0][1]).error
+        error = ActorDiedError(f"The actor {spec.function_name} is dead: its constructor raised "
+                               f"{cause}", actor_id=spec.actor_id.hex(), cause=cause)
+        death = serialization.serialize_error(error).to_bytes()
+        self.core.conn.send((p.TASK_DONE, spec.task_id, results, False))
+        self.core.conn.send_now((p.ACTOR_EXIT, spec.actor_id, "its constructor raised", death))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    def resolve_args(self, spec, values):
+        """Positional and keyword arguments: inline values, or the objects top-level refs name."""
+        args = []
+        kwargs = {}
+        arena = self.core.arena
+        for kind, keyword, data in spec.args:
+            if kind == codec.ARG_REF:
+                inline = values.get(data)
+                buffer = inline if inline is not None else arena.get(data)
+                if buffer is None:
+                    raise ObjectLostError(data.hex())
+                value = serialization.deserialize(buffer)
+                if type(value) is serialization.ErrorValue:
+                    raise value.error
+            else:
+                value = serialization.deserialize(data)
+            if keyword:
+                kwargs[keyword] = value
+            else:
+                args.append(value)
+        return args, kwargs
+
+    def store_results(self, spec, result):
+        num_returns = spec.num_returns
+        if num_returns == 1:
+            outputs = (result,)
+        elif num_returns == 0:
+            outputs = ()
+        else:
+            if not isinstance(result, (tuple, list)) or len(result) != num_returns:
+                raise ValueError(f"{spec.function_name} has num_returns={num_returns} but returned "
+                                 f"{type(result).__name__} {_short(result)}; return a tuple or list "
+                                 f"of {num_returns} values")
+            outputs = result
+        results = []
+        store = self.core.store
+        for object_id, value in zip(spec.return_ids(), outputs):
+            object_id, data, size, nested = store(object_id, serialization.serialize(value), cache=False)
+            results.append((object_id, data, size, nested, False))
+        return results
+
+    def error_results(self, spec, exc):
+        tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+        cause = exc
+        try:
+            serialization.serialize(exc)
+        except Exception:
+            cause = None
+        error = RayTaskError(spec.function_name, tb, cause, pid=os.getpid(),
+                             ip=self.core.node_info.get("node_ip_address"))
+        return self.fixed_error_results(spec, error)
+
+    @staticmethod
+    def fixed_error_results(spec, error):
+        data = serialization.serialize_error(error).to_bytes()
+        return [(object_id, data, len(data), (), True) for object_id in spec.return_ids()]
+
+    # --------------------------------------------------------------- actors
+
+    def _setup_concurrency(self, spec, cls):
+        is_async = spec.is_asyncio or any(
+            inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
+            for _, member in inspect.getmembers(cls, predicate=inspect.isfunction))
+        if is_async:
+            self._loop = asyncio.new_event_loop()
+            self._async_limit = spec.max_concurrency if spec.max_concurrency > 1 else 1000
+            threading.Thread(target=self._loop.run_forever, name="rayx-actor-loop", daemon=True).start()
+        elif spec.max_concurrency > 1:
+            self._pool = concurrent.futures.ThreadPoolExecutor(spec.max_concurrency,
+                                                               thread_name_prefix="rayx-actor")
+
+    def dispatch_call(self, spec, values):
+        if self.actor is None:
+            error = ActorDiedError("This worker hosts no actor (its constructor did not run here).")
+            self.core.conn.send_now((p.TASK_DONE, spec.task_id, self.fixed_error_results(spec, error), False))
+            return
+        if spec.method_name == TERMINATE_METHOD:
+            self._drain()
+            self._exit_actor(spec, "the actor was terminated by __ray_terminate__")
+        if self._loop is not None:
+            asyncio.run_coroutine_threadsafe(self._run_async_call(spec, values), self._loop)
+        elif self._pool is not None:
+            self._pool.submit(self.run_call, spec, values)
+        else:
+            self.run_call(spec, values)
+
+    def _drain(self):
+        """Let the calls already started finish (graceful termination)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._loop is not None:
+            done = threading.Event()
+            self._loop.call_soon_threadsafe(
+                lambda: asyncio.ensure_future(_wait_all_tasks(self._loop, done)))
+            done.wait(60)
+
+    def run_call(self, spec, values):
+        core = self.core
+        core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
+        retryable = False
+        try:
+            args, kwargs = self.resolve_args(spec, values)
+            result = getattr(self.actor, spec.method_name)(*args, **kwargs)
+            results = self.store_results(spec, result)
+        except ActorExit:
+            self._exit_actor(spec, "the actor called exit_actor()")
+        except Exception as exc:
+            results = self.error_results(spec, exc)
+            retryable = spec.retry_exceptions
+        finally:
+            core.leave_task()
+        core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+
+    async def _run_async_call(self, spec, values):
+        if self._async_slots is None:
+            self._async_slots = asyncio.Semaphore(self._async_limit)
+        async with self._async_slots:
+            await self._run_async_call_now(spec, values)
+
+    async def _run_async_call_now(self, spec, values):
+        core = self.core
+        core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
+        retryable = False
+        try:
+            args, kwargs = self.resolve_args(spec, values)
+            result = getattr(self.actor, spec.method_name)(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            results = self.store_results(spec, result)
+        except ActorExit:
+            self._exit_actor(spec, "the actor called exit_actor()")
+        except Exception as exc:
+            results = self.error_results(spec, exc)
+            retryable = spec.retry_exceptions
+        finally:
+            core.leave_task()
+        core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+
+    def _exit_actor(self, spec, reason):
+        """End this actor for good: the current call fails, the raylet is told, the process exits."""
+        error = ActorDiedError(f"The actor {self.actor_spec.function_name} is dead: {reason}.")
+        if spec.method_name != TERMINATE_METHOD:
+            self.core.conn.send((p.TASK_DONE, spec.task_id, self.fixed_error_results(spec, error), False))
+        else:
+            self.core.conn.send((p.TASK_DONE, spec.task_id, self.store_results(spec, None), False))
+        try:
+            self.core.conn.send_now((p.ACTOR_EXIT, spec.actor_id, reason, b""))
+        except Exception:
+            pass
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+async def _wait_all_tasks(loop, done):
+    current = asyncio.current_task()
+    pending = [t for t in asyncio.all_tasks(loop) if t is not current]
+    if pending:
+        await asyncio.wait(pending, timeout=60)
+    done.set()
+
+
+def _user_frames(tb):
+    """Skip the executor's own frame so the traceback starts in the user's code."""
+    return tb.tb_next if tb is not None and tb.tb_next is not None else tb
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _set_visible_gpus(gpu_ids):
+    if gpu_ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
+    else:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)

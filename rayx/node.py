@@ -1,0 +1,235 @@
+"""Starting and stopping the processes of a node: GCS shards (head only) and the raylet.
+
+``rayx.init()`` starts a node that lives as long as the driver (its processes
+die with it); ``rayx start --head`` starts a detached one and records it in
+``/tmp/rayx/cluster.json`` so that ``rayx.init(address="auto")``, ``rayx
+status`` and ``rayx stop`` find it. Everything a session writes (logs, the
+AOF of the GCS shards, the raylet's socket, the cluster token) lives in its
+session directory; the token file is readable by its owner only.
+"""
+import json
+import os
+import secrets
+import select
+import subprocess
+import sys
+import time
+
+from rayx._private.process import kill_pid, stop_process
+
+ROOT_DIR = os.environ.get("RAYX_TMPDIR", "/tmp/rayx")
+CLUSTER_FILE = os.path.join(ROOT_DIR, "cluster.json")
+
+
+def default_num_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_object_store_memory():
+    """30% of the machine's memory, bounded by what /dev/shm can hold."""
+    import psutil
+    memory = int(psutil.virtual_memory().total * 0.3)
+    try:
+        shm = os.statvfs("/dev/shm")
+        memory = min(memory, int(shm.f_bavail * shm.f_frsize * 0.8))
+    except OSError:
+        pass
+    return max(memory, 64 << 20)
+
+
+def new_session_dir():
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    path = os.path.join(ROOT_DIR, f"session_{stamp}_{os.getpid()}_{secrets.token_hex(2)}")
+    for sub in ("logs", "sockets", "gcs"):
+        os.makedirs(os.path.join(path, sub), exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_token(session_dir, token):
+    path = os.path.join(session_dir, "token")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return path
+
+
+def read_token(session_dir):
+    with open(os.path.join(session_dir, "token")) as f:
+        return f.read().strip()
+
+
+def _socket_path(session_dir, name):
+    """A Unix socket path in the session, or in /tmp when that would pass the 107-byte limit."""
+    path = os.path.join(session_dir, "sockets", name)
+    return path if len(path) < 100 else os.path.join("/tmp", "rayx-" + name)
+
+
+def build_resources(num_cpus, num_gpus, resources, node_ip_address):
+    total = {"CPU": float(default_num_cpus() if num_cpus is None else num_cpus)}
+    if num_gpus:
+        total["GPU"] = float(num_gpus)
+    for name, amount in (resources or {}).items():
+        if name in ("CPU", "GPU"):
+            raise ValueError(f"use num_cpus / num_gpus instead of resources={{{name!r}: ...}}")
+        if amount < 0:
+            raise ValueError(f"resource {name!r} must not be negative, got {amount}")
+        total[name] = float(amount)
+    total[f"node:{node_ip_address}"] = 1.0
+    return total
+
+
+class Node:
+    """The processes of one node started by this process."""
+
+    def __init__(self, *, head=True, gcs_address=None, password=None, session_dir=None,
+                 num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
+                 node_ip_address="127.0.0.1", port=0, detached=False, num_data_shards=2):
+        self.head = head
+        self.detached = detached
+        self.node_ip_address = node_ip_address
+        self.port = port
+        self.num_data_shards = num_data_shards
+        self.session_dir = session_dir or new_session_dir()
+        self.password = password or secrets.token_hex(16)
+        self.gcs_address = gcs_address
+        self.num_cpus = default_num_cpus() if num_cpus is None else num_cpus
+        if self.num_cpus < 0:
+            raise ValueError(f"num_cpus must be >= 0, got {num_cpus}")
+        self.resources = build_resources(self.num_cpus, num_gpus, resources, node_ip_address)
+        self.object_store_memory = int(object_store_memory or default_object_store_memory())
+        self.shards = []
+        self.raylet = None
+        self.node_id = None
+        self.socket_path = _socket_path(self.session_dir, f"raylet-{secrets.token_hex(4)}.sock")
+        self.arena_path = f"/dev/shm/rayx-{os.path.basename(self.session_dir)[-16:]}-{secrets.token_hex(4)}"
+
+    def start(self, timeout=30.0):
+        try:
+            if self.head:
+                write_token(self.session_dir, self.password)
+                from rayx.gcs import start_gcs
+                self.shards = start_gcs(os.path.join(self.session_dir, "gcs"), self.password,
+                                        num_data_shards=self.num_data_shards, primary_port=self.port,
+                                        host=self.node_ip_address, die_with_parent=not self.detached)
+                self.gcs_address = self.shards[0].address
+            elif not os.path.exists(os.path.join(self.session_dir, "token")):
+                write_token(self.session_dir, self.password)
+            self._start_raylet(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_raylet(self, timeout):
+        from rayx._core.ids import NodeID
+        node_id = NodeID.from_random()
+        config = {
+            "node_id": node_id.hex(),
+            "session_dir": self.session_dir,
+            "socket_path": self.socket_path,
+            "arena_path": self.arena_path,
+            "object_store_memory": self.object_store_memory,
+            "gcs_address": self.gcs_address,
+            "password": self.password,
+            "resources": self.resources,
+            "num_workers": int(self.num_cpus),
+            "node_ip_address": self.node_ip_address,
+            "is_head": self.head,
+            "die_with_parent": not self.detached,
+        }
+        log = open(os.path.join(self.session_dir, "logs", "raylet.err"), "ab")
+        self.raylet = subprocess.Popen(
+            [sys.executable, "-m", "rayx.raylet.main"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+            start_new_session=self.detached, close_fds=True,
+            env=dict(os.environ, RAYX_GCS_ADDRESS=self.gcs_address, RAYX_SESSION_DIR=self.session_dir),
+        )
+        log.close()
+        # The config (it holds the cluster token) goes through a pipe, never argv.
+        self.raylet.stdin.write(json.dumps(config).encode())
+        self.raylet.stdin.close()
+        deadline = time.monotonic() + timeout
+        line = b""
+        fd = self.raylet.stdout.fileno()
+        while not line.endswith(b"\n"):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self.raylet.poll() is not None:
+                raise RuntimeError(f"the raylet did not start (see {self.session_dir}/logs/raylet.err)")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if ready:
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    continue
+                line += chunk
+        self.raylet.stdout.close()
+        if not line.startswith(b"READY"):
+            raise RuntimeError(f"the raylet said {line!r} instead of READY")
+        self.node_id = node_id.binary()
+
+    def stop(self):
+        if self.raylet is not None:
+            stop_process(self.raylet, timeout=10)
+            self.raylet = None
+        if os.path.exists(self.arena_path):
+            os.unlink(self.arena_path)
+        if self.shards:
+            from rayx.gcs import stop_gcs
+            stop_gcs(self.shards)
+            self.shards = []
+
+    def record(self):
+        """What ``rayx stop``/``status`` and ``init(address="auto")`` need to find this node."""
+        return {
+            "gcs_address": self.gcs_address,
+            "session_dir": self.session_dir,
+            "raylet_socket": self.socket_path,
+            "arena_path": self.arena_path,
+            "node_ip_address": self.node_ip_address,
+            "pids": [s.pid for s in self.shards] + ([self.raylet.pid] if self.raylet else []),
+            "raylet_pid": self.raylet.pid if self.raylet else None,
+        }
+
+
+def read_cluster_file():
+    try:
+        with open(CLUSTER_FILE) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_cluster_file(record):
+    os.makedirs(ROOT_DIR, exist_ok=True)
+    fd = os.open(CLUSTER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f)
+
+
+def stop_recorded_cluster():
+    """Stop the node(s) recorded by ``rayx start``; returns how many processes were stopped."""
+    record = read_cluster_file()
+    if not record:
+        return 0
+    pids = []
+    for node in record.get("nodes", []):
+        pids.extend(node.get("pids", []))
+    # Raylets first (they stop their workers and unlink their arenas), then the GCS.
+    raylets = [n.get("raylet_pid") for n in record.get("nodes", []) if n.get("raylet_pid")]
+    for pid in raylets:
+        kill_pid(pid, timeout=10)
+    for pid in pids:
+        if pid not in raylets:
+            kill_pid(pid)
+    for node in record.get("nodes", []):
+        arena = node.get("arena_path")
+        if arena and os.path.exists(arena):
+            os.unlink(arena)
+    try:
+        os.unlink(CLUSTER_FILE)
+    except OSError:
+        pass
+    return len(pids)

@@ -1,0 +1,174 @@
+"""The messages between a node's raylet and its drivers and workers.
+
+Every message is a tuple whose first element is one of the tags below, encoded
+by the Cython codec (``rayx._core.codec``) and framed with a 4-byte length on
+the raylet's Unix socket. Nothing on this socket is ever unpickled: values
+travel as opaque serialized bytes that only the process that asked for them
+deserializes.
+
+Shapes (after the tag):
+
+client -> raylet
+  REGISTER      kind ("driver"|"worker"), worker_id, pid, job_id, info dict
+  SUBMIT        TaskSpec
+  PUT           object_id, data | None (None: already sealed in the arena), size, nested_refs
+  WAIT          request_id, [object_id], num_ready, with_data (bool)
+  CANCEL_WAIT   request_id
+  TASK_DONE     task_id, [(object_id, data | None, size, nested_refs, is_error)], retryable_error (bool)
+  REFS          [added object ids], [removed object ids]
+  REQUEST       request_id, op (str), args (tuple)      -- small control calls
+  ACTOR_EXIT    actor_id, reason                        -- the actor ends itself (no restart)
+raylet -> client
+  REGISTERED    info dict (node_id, arena path, job_id, session_dir, ...)
+  EXECUTE       TaskSpec, {object_id: data | None}, gpu_ids
+  WAIT_REPLY    request_id, [(object_id, data | None, size)] of the ready objects
+  REPLY         request_id, ok (bool), result
+  LOG           text (already prefixed with the task name and pid)
+  EXIT          reason                                  -- the worker should exit
+"""
+import os
+import socket
+import threading
+
+from rayx._core import codec
+
+REGISTER = 1
+SUBMIT = 2
+PUT = 3
+WAIT = 4
+CANCEL_WAIT = 5
+TASK_DONE = 6
+REFS = 7
+REQUEST = 8
+ACTOR_EXIT = 9
+
+REGISTERED = 50
+EXECUTE = 51
+WAIT_REPLY = 52
+REPLY = 53
+LOG = 54
+EXIT = 55
+
+_RECV_SIZE = 1 << 20
+
+
+class ConnectionClosed(ConnectionError):
+    """The raylet closed the connection (it stopped or the node died)."""
+
+
+class RayletConnection:
+    """The client end of a raylet socket: coalesced sends, one reader thread.
+
+    ``send`` only appends to a buffer; a writer thread (or ``flush`` from a
+    thread about to block) writes everything pending with one ``sendall``, so a
+    burst of submissions costs one system call. Before each write the
+    ``before_flush`` hook may prepend and append messages (the core worker uses
+    it for reference-count updates). Received messages go to ``on_message``
+    on the reader thread.
+    """
+
+    def __init__(self, path, on_message, on_close, before_flush=None):
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.connect(path)
+        self._on_message = on_message
+        self._on_close = on_close
+        self._before_flush = before_flush
+        self._pending = []
+        self._write_lock = threading.Lock()
+        self._wakeup = threading.Condition(threading.Lock())
+        self._writer_scheduled = False
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name="rayx-reader", daemon=True)
+
+    def start(self):
+        self._writer.start()
+        self._reader.start()
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def send(self, message):
+        """Queue a message; the writer thread sends it soon, coalesced with others."""
+        self._pending.append(message)
+        if not self._writer_scheduled:
+            with self._wakeup:
+                self._writer_scheduled = True
+                self._wakeup.notify()
+
+    def send_now(self, message):
+        """Queue a message and write everything pending before returning."""
+        self._pending.append(message)
+        self.flush()
+
+    def flush(self):
+        with self._write_lock:
+            if self._closed:
+                raise ConnectionClosed("the connection to the raylet is closed")
+            pending = self._pending
+            self._pending = []
+            if self._before_flush is not None:
+                pending = self._before_flush(pending)
+            if pending:
+                try:
+                    self._sock.sendall(codec.pack_frames(pending))
+                except OSError as exc:
+                    self._closed = True
+                    raise ConnectionClosed(f"lost the connection to the raylet: {exc}") from exc
+
+    def _write_loop(self):
+        while not self._closed:
+            with self._wakeup:
+                if not self._writer_scheduled and not self._closed:
+                    # Wake now and then even when idle, so that reference-count
+                    # updates from dropped refs reach the raylet.
+                    self._wakeup.wait(0.1)
+                self._writer_scheduled = False
+            try:
+                self.flush()
+            except ConnectionClosed:
+                return
+            except Exception:  # never let the writer die silently
+                import traceback
+                traceback.print_exc()
+
+    def _read_loop(self):
+        reader = codec.FrameReader()
+        sock = self._sock
+        try:
+            while True:
+                data = sock.recv(_RECV_SIZE)
+                if not data:
+                    break
+                for message in reader.feed(data):
+                    self._on_message(message)
+        except OSError:
+            pass
+        finally:
+            self._closed = True
+            with self._wakeup:
+                self._wakeup.notify()
+            self._on_close()
+
+    def close(self):
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except ConnectionClosed:
+            pass
+        self._closed = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        with self._wakeup:
+            self._wakeup.notify()
+        if self._reader.is_alive() and threading.current_thread() is not self._reader:
+            self._reader.join(timeout=5)
+
+
+def socket_path(session_dir, node_name="raylet"):
+    return os.path.join(session_dir, "sockets", node_name + ".sock")

@@ -1,0 +1,1 @@
+"""The raylet: a node's local scheduler, object table and worker pool (one process per node)."""

@@ -1,0 +1,322 @@
+"""Actors on a raylet: their life cycle, their workers, and the ordering of calls.
+
+Creating an actor is a task scheduled like any other; the worker it runs on
+then belongs to the actor until it dies. The actor keeps only its lifetime
+resources (by default none: 1 CPU to be placed, 0 while alive, as Ray).
+
+Calls are ordered per caller: each caller numbers its calls 1, 2, 3... and a
+call is sent to the actor's worker only once every earlier call of that
+caller has been sent and its own arguments are ready, so calls whose
+arguments become ready out of order still run in submission order.
+
+When the actor's process dies it is restarted (its constructor re-run with the
+original arguments) while ``max_restarts`` allows; calls that were running
+are retried when ``max_task_retries`` allows and fail with ActorDiedError
+otherwise; calls submitted meanwhile wait for the restart. States and restart
+counts are written to the GCS ``actors`` table and published on the
+``actor_state`` channel.
+"""
+import heapq
+import logging
+import signal
+
+from rayx import protocol as p
+from rayx import serialization
+from rayx._core import codec
+from rayx.exceptions import ActorDiedError
+from rayx.raylet import tasks as t
+from rayx.raylet.resources import fixed_request
+
+logger = logging.getLogger("rayx.raylet")
+
+PENDING = "PENDING_CREATION"
+ALIVE = "ALIVE"
+RESTARTING = "RESTARTING"
+DEAD = "DEAD"
+
+
+class CallerQueue:
+    """One caller's calls to one actor, released in sequence-number order."""
+
+    __slots__ = ("next_seq", "heap", "tasks")
+
+    def __init__(self):
+        self.next_seq = 1
+        self.heap = []
+        self.tasks = {}
+
+    def add(self, task):
+        seq = task.spec.sequence_number
+        self.tasks[seq] = task
+        heapq.heappush(self.heap, seq)
+
+    def pop_sendable(self):
+        """The next call that may go to the actor now, or None."""
+        heap = self.heap
+        while heap:
+            seq = heap[0]
+            if seq > self.next_seq:
+                return None        # an earlier call of this caller has not arrived yet
+            task = self.tasks[seq]
+            if task.missing:
+                return None        # its arguments are not ready; later calls wait behind it
+            heapq.heappop(heap)
+            del self.tasks[seq]
+            if seq >= self.next_seq:
+                self.next_seq = seq + 1
+            return task
+        return None
+
+    def all_tasks(self):
+        return list(self.tasks.values())
+
+
+class ActorState:
+    __slots__ = ("actor_id", "creation", "state", "worker", "restarts", "callers", "inflight",
+                 "lifetime_request", "death_data", "death_reason", "no_restart", "job_id", "owner")
+
+    def __init__(self, creation_task):
+        spec = creation_task.spec
+        self.actor_id = spec.actor_id
+        self.creation = creation_task
+        self.state = PENDING
+        self.worker = None
+        self.restarts = 0
+        self.callers = {}
+        self.inflight = {}
+        self.lifetime_request = fixed_request(spec.extra.get("lifetime_resources", {}))
+        self.death_data = None
+        self.death_reason = ""
+        self.no_restart = False
+        self.job_id = spec.job_id
+        self.owner = creation_task.submitter
+
+    @property
+    def spec(self):
+        return self.creation.spec
+
+    def restarts_left(self):
+        limit = self.spec.max_restarts
+        return not self.no_restart and (limit < 0 or self.restarts < limit)
+
+
+class ActorManager:
+    def __init__(self, raylet):
+        self.raylet = raylet
+        self.actors = {}
+
+    # ------------------------------------------------------------ creation
+
+    def creation_submitted(self, task):
+        actor = self.actors.get(task.spec.actor_id)
+        if actor is None:
+            actor = self.actors[task.spec.actor_id] = ActorState(task)
+        else:
+            actor.creation = task
+        self._publish(actor)
+
+    def placed(self, actor_id, worker):
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.worker = worker
+
+    def creation_done(self, task, worker, results):
+        """The constructor returned (or raised: then an ACTOR_EXIT follows)."""
+        actor = self.actors.get(task.spec.actor_id)
+        raylet = self.raylet
+        raylet.finish_task(task, results)
+        if actor is None or actor.state == DEAD:
+            return
+        if results and results[0][4]:
+            actor.death_data = results[0][1]
+            return  # the worker reports ACTOR_EXIT with the ActorDiedError and exits
+        # Keep only the lifetime resources from now on.
+        raylet.release_worker_resources(worker)
+        worker.allocation = raylet.resources.try_acquire(actor.lifetime_request)
+        if worker.allocation is None:   # cannot happen unless lifetime > placement
+            worker.allocation = raylet.resources.try_acquire({})
+        actor.worker = worker
+        actor.state = ALIVE
+        worker.display_name = actor.spec.function_name
+        self._publish(actor)
+        for caller in actor.callers.values():
+            self._pump(actor, caller)
+
+    # --------------------------------------------------------------- calls
+
+    def submit_call(self, task):
+        spec = task.spec
+        actor = self.actors.get(spec.actor_id)
+        if actor is None or actor.state == DEAD:
+            self._fail_call(actor, task, "the actor is dead" if actor else "no such actor on this node")
+            return
+        caller = actor.callers.get(spec.caller_id)
+        if caller is None:
+            caller = actor.callers[spec.caller_id] = CallerQueue()
+        caller.add(task)
+        task.on_ready = lambda _task, actor=actor, caller=caller: self._pump(actor, caller)
+        self.raylet.track_dependencies(task)
+        if not task.missing:
+            self._pump(actor, caller)
+
+    def _pump(self, actor, caller):
+        if actor.state != ALIVE:
+            return
+        raylet = self.raylet
+        worker = actor.worker
+        while True:
+            task = caller.pop_sendable()
+            if task is None:
+                return
+            error = raylet.dependency_error(task)
+            if error is not None:
+                raylet.finish_task(task, error)
+                continue
+            task.state = t.RUNNING
+            task.worker = worker
+            actor.inflight[task.spec.task_id] = task
+            worker.conn.send((p.EXECUTE, task.spec, raylet.argument_values(task), []))
+
+    def call_done(self, worker, task_id, results, retryable):
+        actor = self.actors.get(worker.actor_id)
+        if actor is None:
+            return
+        task = actor.inflight.pop(task_id, None)
+        if task is None:
+            return
+        if retryable and task.retries_left():
+            task.spec.attempt += 1
+            self._requeue(actor, task)
+            return
+        self.raylet.finish_task(task, results)
+
+    def _requeue(self, actor, task):
+        task.state = t.READY
+        caller = actor.callers.get(task.spec.caller_id)
+        if caller is None:
+            caller = actor.callers[task.spec.caller_id] = CallerQueue()
+        caller.add(task)
+        self._pump(actor, caller)
+
+    # --------------------------------------------------------------- death
+
+    def actor_exit(self, worker, actor_id, reason, death_data):
+        """The actor ended itself (exit_actor, __ray_terminate__, constructor error)."""
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            return
+        actor.no_restart = True
+        actor.death_reason = reason
+        if death_data:
+            actor.death_data = death_data
+        self._mark_dead(actor)
+
+    def worker_died(self, worker, exit_code):
+        actor = self.actors.get(worker.actor_id)
+        if actor is None or actor.state == DEAD:
+            return
+        actor.worker = None
+        if not actor.death_reason:
+            actor.death_reason = (f"the actor's worker process (pid={worker.pid}) died unexpectedly "
+                                  f"(exit code {exit_code})")
+        if actor.restarts_left():
+            actor.restarts += 1
+            actor.state = RESTARTING
+            self._publish(actor)
+            for task in list(actor.inflight.values()):
+                if task.retries_left():
+                    task.spec.attempt += 1
+                    self._requeue(actor, task)
+                else:
+                    self._fail_call(actor, task, actor.death_reason + "; the call was running and "
+                                    "max_task_retries does not allow retrying it")
+            actor.inflight.clear()
+            actor.death_reason = ""
+            creation = actor.creation
+            creation.spec.attempt += 1
+            self.raylet.submit(creation.spec, creation.submitter, hold_inputs=False)
+        else:
+            self._mark_dead(actor)
+
+    def kill(self, actor_id, no_restart):
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            raise ValueError(f"no actor {actor_id.hex()} on this node")
+        if actor.state == DEAD:
+            return False
+        if no_restart:
+            actor.no_restart = True
+        actor.death_reason = "the actor was killed by rayx.kill()"
+        if actor.worker is not None and actor.worker.process.poll() is None:
+            actor.worker.process.send_signal(signal.SIGKILL)
+        elif actor.state in (PENDING, RESTARTING):
+            self.raylet.cancel_queued(actor.creation)
+            actor.no_restart = True
+            self._mark_dead(actor)
+        return True
+
+    def job_finished(self, job_id):
+        """A driver left: its non-detached actors die with it."""
+        for actor in list(self.actors.values()):
+            if actor.job_id == job_id and not actor.spec.detached and actor.state != DEAD:
+                actor.death_reason = "the actor's owner (its driver) exited"
+                self.kill(actor.actor_id, no_restart=True)
+
+    def _mark_dead(self, actor):
+        actor.state = DEAD
+        self._publish(actor)
+        for task in list(actor.inflight.values()):
+            self._fail_call(actor, task, actor.death_reason)
+        actor.inflight.clear()
+        for caller in actor.callers.values():
+            for task in caller.all_tasks():
+                self.raylet.forget_dependencies(task)
+                self._fail_call(actor, task, actor.death_reason)
+        actor.callers.clear()
+        if actor.worker is not None:
+            self.raylet.release_worker_resources(actor.worker)
+        self.raylet.release_inputs(actor.creation)
+        spec = actor.spec
+        if spec.actor_name and self.raylet.gcs is not None:
+            key = f"{spec.namespace}\x00{spec.actor_name}".encode()
+            try:
+                if self.raylet.gcs.get("named_actors", key) == actor.actor_id:
+                    self.raylet.gcs.delete("named_actors", key)
+            except Exception:
+                logger.exception("removing the name of a dead actor")
+
+    def _fail_call(self, actor, task, reason):
+        if actor is not None and actor.death_data and reason == actor.death_reason:
+            data = actor.death_data
+        else:
+            name = actor.spec.function_name if actor is not None else "unknown"
+            error = ActorDiedError(f"The actor {name} is dead: {reason}.",
+                                   actor_id=task.spec.actor_id.hex())
+            data = serialization.serialize_error(error).to_bytes()
+        self.raylet.finish_task(task, [(oid, data, len(data), (), True) for oid in task.spec.return_ids()])
+
+    # ----------------------------------------------------------------- gcs
+
+    def _publish(self, actor):
+        raylet = self.raylet
+        if raylet.gcs_writer is None:
+            return
+        spec = actor.spec
+        record = {
+            "actor_id": actor.actor_id,
+            "state": actor.state,
+            "class_name": spec.function_name,
+            "name": spec.actor_name,
+            "namespace": spec.namespace,
+            "node_id": raylet.node_id,
+            "pid": actor.worker.pid if actor.worker is not None else 0,
+            "restarts": actor.restarts,
+            "detached": spec.detached,
+            "job_id": spec.job_id,
+            "methods": spec.extra.get("methods", {}),
+            "max_task_retries": spec.max_task_retries,
+            "death_reason": actor.death_reason,
+        }
+        data = codec.dumps(record)
+        raylet.gcs_writer.put("actors", actor.actor_id, data)
+        raylet.gcs_writer.publish("actor_state", data)

@@ -1,0 +1,576 @@
+"""The raylet: one node's local scheduler, object table and worker pool, on one
+asyncio event loop.
+
+Drivers and workers connect to its Unix socket and exchange framed messages
+(``rayx.protocol``). The raylet keeps tasks until their inputs are ready,
+runs them on idle workers when the node's resources allow, records results
+(small ones inline, large ones already sealed in the arena by the worker),
+answers ``get``/``wait`` requests, counts references and frees objects, and
+retries or fails the tasks of workers that die. Lineage (every task spec and
+its final state), object records and the node's heartbeat go to the GCS
+through a batched writer, never one round trip per task.
+"""
+import asyncio
+import logging
+import os
+import time
+
+from rayx import protocol as p
+from rayx import serialization
+from rayx._core import codec
+from rayx.exceptions import WorkerCrashedError
+from rayx.raylet import tasks as t
+from rayx.raylet.actors import ActorManager
+from rayx.raylet import worker_pool as wp
+from rayx.raylet.objects import ObjectTable, READY
+from rayx.raylet.resources import NodeResources
+
+logger = logging.getLogger("rayx.raylet")
+
+HEARTBEAT_INTERVAL = 0.1
+MAX_STARTING_WORKERS = 4
+
+
+class ClientConnection(asyncio.Protocol):
+    """One driver or worker connected to the raylet."""
+
+    def __init__(self, raylet):
+        self.raylet = raylet
+        self.transport = None
+        self.reader = codec.FrameReader()
+        self.out = []
+        self.kind = None
+        self.worker = None
+        self.job_id = b""
+        self.pid = 0
+        self.held = set()
+        self.waits = {}
+        self.info = {}
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        try:
+            messages = self.reader.feed(data)
+        except Exception as exc:
+            logger.error("closing a connection that sent a malformed frame: %s", exc)
+            self.transport.close()
+            return
+        handle = self.raylet.handle
+        for message in messages:
+            try:
+                handle(self, message)
+            except Exception:
+                logger.exception("error handling message %r", message[:1])
+
+    def connection_lost(self, exc):
+        self.raylet.on_disconnect(self)
+
+    def send(self, message):
+        out = self.out
+        out.append(message)
+        if len(out) == 1:
+            self.raylet.loop.call_soon(self._flush)
+
+    def _flush(self):
+        out = self.out
+        if out and not self.transport.is_closing():
+            self.transport.write(codec.pack_frames(out))
+        self.out = []
+
+
+class WaitRequest:
+    """A get or wait from a client: answered once ``num_ready`` objects are ready."""
+
+    __slots__ = ("raylet", "conn", "request_id", "object_ids", "num_ready", "with_data", "ready", "done")
+
+    def __init__(self, raylet, conn, request_id, object_ids, num_ready, with_data):
+        self.raylet = raylet
+        self.conn = conn
+        self.request_id = request_id
+        self.object_ids = object_ids
+        self.num_ready = num_ready
+        self.with_data = with_data
+        self.ready = 0
+        self.done = False
+
+    def object_ready(self, entry):
+        self.ready += 1
+        if self.ready >= self.num_ready and not self.done:
+            self.raylet.complete_wait(self)
+
+
+class Raylet:
+    def __init__(self, loop, *, node_id, session_dir, socket_path, arena, gcs, resources,
+                 min_workers, node_info):
+        self.loop = loop
+        self.node_id = node_id
+        self.session_dir = session_dir
+        self.socket_path = socket_path
+        self.arena = arena
+        self.gcs = gcs
+        self.gcs_writer = gcs.batch_writer() if gcs is not None else None
+        self.resources = NodeResources(resources)
+        self.objects = ObjectTable(arena)
+        self.pool = wp.WorkerPool(loop, socket_path, session_dir, node_id, self._on_worker_output)
+        self.min_workers = min_workers
+        self.node_info = node_info
+        self.ready = t.ReadyQueues()
+        self.tasks = {}               # task id -> Task, until finished
+        self.infeasible = []
+        self.drivers = set()
+        self._dispatch_scheduled = False
+        self._server = None
+        self._stopping = False
+        self._finished_tasks = 0
+        self.actors = ActorManager(self)
+        self._handlers = {
+            p.REGISTER: self._on_register,
+            p.SUBMIT: self._on_submit,
+            p.PUT: self._on_put,
+            p.WAIT: self._on_wait,
+            p.CANCEL_WAIT: self._on_cancel_wait,
+            p.TASK_DONE: self._on_task_done,
+            p.REFS: self._on_refs,
+            p.REQUEST: self._on_request,
+            p.ACTOR_EXIT: self._on_actor_exit,
+        }
+
+    # ------------------------------------------------------------------ life
+
+    async def start(self):
+        self._server = await self.loop.create_unix_server(lambda: ClientConnection(self), self.socket_path)
+        os.chmod(self.socket_path, 0o600)
+        for _ in range(self.min_workers):
+            self.pool.start_worker()
+        self._register_node()
+        self.loop.create_task(self._heartbeat_loop())
+
+    def stop(self):
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+        self.pool.kill_all()
+        if self.gcs_writer is not None:
+            info = self._node_record()
+            info["state"] = "DEAD"
+            self.gcs_writer.put("nodes", self.node_id, codec.dumps(info))
+            try:
+                self.gcs_writer.close()
+            except Exception:
+                pass
+
+    def _register_node(self):
+        if self.gcs is not None:
+            self.gcs.put("nodes", self.node_id, codec.dumps(self._node_record()))
+
+    def _node_record(self):
+        info = dict(self.node_info)
+        info.update({
+            "node_id": self.node_id,
+            "state": "ALIVE",
+            "resources_total": self.resources.as_floats(self.resources.total),
+            "resources_available": self.resources.as_floats(self.resources.available),
+            "pending_tasks": len(self.ready) + sum(1 for x in self.tasks.values() if x.state == t.WAITING),
+            "running_tasks": sum(1 for x in self.tasks.values() if x.state == t.RUNNING),
+            "infeasible": [dict(x.spec.resources) for x in self.infeasible],
+            "workers": len(self.pool.workers),
+            "objects": len(self.objects),
+            "heartbeat": time.time(),
+        })
+        return info
+
+    async def _heartbeat_loop(self):
+        while not self._stopping:
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
+            for worker in self.pool.reap_exited():
+                self._worker_gone(worker, "exited before registering")
+            self._ensure_min_workers()
+            if self.gcs_writer is not None:
+                self.gcs_writer.put("nodes", self.node_id, codec.dumps(self._node_record()))
+
+    # -------------------------------------------------------------- messages
+
+    def handle(self, conn, message):
+        self._handlers[message[0]](conn, *message[1:])
+
+    def _on_register(self, conn, kind, worker_id, pid, job_id, info):
+        conn.kind = kind
+        conn.pid = pid
+        conn.job_id = job_id
+        conn.info = info
+        reply = {"node_id": self.node_id, "arena_path": self.arena.path,
+                 "session_dir": self.session_dir}
+        reply.update(self.node_info)
+        if kind == "driver":
+            self.drivers.add(conn)
+        else:
+            worker = self.pool.registered(worker_id, conn)
+            if worker is None:
+                conn.transport.close()
+                return
+            conn.worker = worker
+            self.pool.push_idle(worker)
+        conn.send((p.REGISTERED, reply))
+        if kind != "driver":
+            self._schedule_dispatch()
+
+    def _on_submit(self, conn, spec):
+        self.submit(spec, conn)
+
+    def _on_put(self, conn, object_id, data, size, nested):
+        self.objects.mark_ready(object_id, data, size, nested, False)
+        self._record_object(object_id, size)
+
+    def _on_refs(self, conn, added, removed):
+        held = conn.held
+        objects = self.objects
+        for object_id in added:
+            if object_id not in held:
+                held.add(object_id)
+                objects.incref(object_id)
+        for object_id in removed:
+            if object_id in held:
+                held.discard(object_id)
+                objects.decref(object_id)
+
+    def _on_request(self, conn, request_id, op, args):
+        try:
+            result = getattr(self, "_op_" + op)(conn, *args)
+            conn.send((p.REPLY, request_id, True, result))
+        except Exception as exc:
+            conn.send((p.REPLY, request_id, False, f"{type(exc).__name__}: {exc}"))
+
+    def _op_status(self, conn):
+        info = self._node_record()
+        info["objects_detail"] = self.objects.stats()
+        info["arena"] = self.arena.stats()
+        return info
+
+    # ----------------------------------------------------------- get / wait
+
+    def _on_wait(self, conn, request_id, object_ids, num_ready, with_data):
+        unique = list(dict.fromkeys(object_ids))
+        request = WaitRequest(self, conn, request_id, unique, min(num_ready, len(unique)), with_data)
+        objects = self.objects
+        pending = []
+        for object_id in unique:
+            if objects.is_ready(object_id):
+                request.ready += 1
+            else:
+                pending.append(object_id)
+        if request.ready >= request.num_ready:
+            self.complete_wait(request)
+            return
+        for object_id in pending:
+            objects.add_waiter(object_id, request)
+        conn.waits[request_id] = request
+        worker = conn.worker
+        if worker is not None and worker.allocation is not None and not worker.blocked_cpus:
+            # A worker blocked in get gives its CPUs back so nested tasks can run.
+            worker.blocked_cpus = self.resources.release_cpu(worker.allocation)
+            if worker.blocked_cpus:
+                self._schedule_dispatch()
+
+    def complete_wait(self, request):
+        request.done = True
+        conn = request.conn
+        conn.waits.pop(request.request_id, None)
+        objects = self.objects
+        ready = []
+        for object_id in request.object_ids:
+            entry = objects.get(object_id)
+            if entry is None or entry.state != READY:
+                objects.remove_waiter(object_id, request)
+                continue
+            data = entry.data if request.with_data else None
+            ready.append((object_id, data, entry.in_arena))
+        conn.send((p.WAIT_REPLY, request.request_id, ready))
+        self._unblock(conn.worker)
+
+    def _on_cancel_wait(self, conn, request_id):
+        request = conn.waits.pop(request_id, None)
+        if request is None:
+            return
+        request.done = True
+        for object_id in request.object_ids:
+            self.objects.remove_waiter(object_id, request)
+        self._unblock(conn.worker)
+
+    def _unblock(self, worker):
+        if worker is not None and worker.blocked_cpus and not worker.conn.waits:
+            self.resources.reacquire_cpu(worker.blocked_cpus)
+            worker.blocked_cpus = 0
+
+    # ------------------------------------------------------------ scheduling
+
+    def submit(self, spec, submitter=None, hold_inputs=True):
+        task = t.Task(spec, submitter, self._on_deps_ready)
+        self.tasks[spec.task_id] = task
+        if self.gcs_writer is not None and spec.attempt == 0:
+            self.gcs_writer.put("tasks", spec.task_id, spec.encode())
+        if spec.task_type == codec.ACTOR_TASK:
+            self.actors.submit_call(task)
+            return
+        if spec.task_type == codec.ACTOR_CREATION_TASK:
+            self.actors.creation_submitted(task)
+        self.track_dependencies(task, hold_inputs)
+        if not task.missing:
+            self._on_deps_ready(task)
+
+    def track_dependencies(self, task, hold_inputs=True):
+        """Hold the task's inputs and wait for those that are not ready yet."""
+        objects = self.objects
+        if hold_inputs:
+            for object_id in task.deps:
+                objects.incref(object_id)
+            for object_id in task.spec.nested_refs:
+                objects.incref(object_id)
+        missing = 0
+        for object_id in task.deps:
+            if not objects.is_ready(object_id):
+                objects.add_waiter(object_id, task)
+                missing += 1
+        task.missing = missing
+
+    def forget_dependencies(self, task):
+        for object_id in task.deps:
+            self.objects.remove_waiter(object_id, task)
+
+    def dependency_error(self, task):
+        """Error results for the task if one of its inputs is an error, else None."""
+        for object_id in task.deps:
+            entry = self.objects.get(object_id)
+            if entry is not None and entry.is_error:
+                return [(oid, entry.data, entry.size, (), True) for oid in task.spec.return_ids()]
+        return None
+
+    def argument_values(self, task):
+        """{object id: inline bytes, or None when the object is in the arena} of the task's inputs."""
+        objects = self.objects
+        values = {}
+        for object_id in task.deps:
+            entry = objects.get(object_id)
+            values[object_id] = None if entry.in_arena else entry.data
+        return values
+
+    def cancel_queued(self, task):
+        """Drop a task that has not started (waiting or queued)."""
+        if task.state == t.WAITING:
+            self.forget_dependencies(task)
+        elif task.state == t.READY:
+            self.ready.remove(task)
+        elif task.state == t.INFEASIBLE:
+            try:
+                self.infeasible.remove(task)
+            except ValueError:
+                pass
+
+    def _on_deps_ready(self, task):
+        error = self.dependency_error(task)
+        if error is not None:
+            # An input is an error: the task fails with it, without running.
+            self.finish_task(task, error)
+            return
+        task.request = self.ready.request_for(task)
+        if not self.resources.feasible(task.request):
+            task.state = t.INFEASIBLE
+            self.infeasible.append(task)
+            self._warn_infeasible(task)
+            return
+        task.state = t.READY
+        self.ready.push(task)
+        self._schedule_dispatch()
+
+    def _warn_infeasible(self, task):
+        message = (f"Warning: the task {task.spec.function_name} requests {dict(task.spec.resources)}, "
+                   f"which no node in the cluster can satisfy (this node has "
+                   f"{self.resources.as_floats(self.resources.total)}). It stays pending until a node "
+                   f"that fits joins; `rayx status` lists it.")
+        conn = task.submitter
+        targets = [conn] if conn is not None and conn.kind == "driver" else list(self.drivers)
+        for target in targets:
+            target.send((p.LOG, 2, message))
+
+    def _schedule_dispatch(self):
+        if not self._dispatch_scheduled:
+            self._dispatch_scheduled = True
+            self.loop.call_soon(self._dispatch)
+
+    def _dispatch(self):
+        self._dispatch_scheduled = False
+        resources = self.resources
+        pool = self.pool
+        wanted_workers = 0
+        for queue in self.ready.queues.values():
+            while queue:
+                task = queue[0]
+                allocation = resources.try_acquire(task.request)
+                if allocation is None:
+                    break
+                worker = pool.pop_idle()
+                if worker is None:
+                    resources.release(allocation)
+                    wanted_workers += len(queue)
+                    break
+                queue.popleft()
+                self._run(task, worker, allocation)
+        if wanted_workers:
+            for _ in range(min(wanted_workers, MAX_STARTING_WORKERS) - pool.starting):
+                pool.start_worker()
+
+    def _run(self, task, worker, allocation):
+        spec = task.spec
+        task.state = t.RUNNING
+        task.worker = worker
+        worker.state = wp.BUSY
+        worker.task = task
+        worker.allocation = allocation
+        worker.display_name = spec.function_name.rpartition(".")[2]
+        worker.job_id = spec.job_id
+        if spec.task_type == codec.ACTOR_CREATION_TASK:
+            worker.actor_id = spec.actor_id
+            self.actors.placed(spec.actor_id, worker)
+        worker.conn.send((p.EXECUTE, spec, self.argument_values(task), allocation.gpu_ids()))
+
+    def _on_task_done(self, conn, task_id, results, retryable):
+        worker = conn.worker
+        if worker is None:
+            return
+        task = worker.task
+        if task is None or task.spec.task_id != task_id:
+            if worker.actor_id:
+                self.actors.call_done(worker, task_id, results, retryable)
+            return
+        if task.spec.task_type == codec.ACTOR_CREATION_TASK:
+            worker.task = None
+            self.actors.creation_done(task, worker, results)
+            self._schedule_dispatch()
+            return
+        self.release_worker_resources(worker)
+        worker.task = None
+        if retryable and task.retries_left():
+            self._retry(task)
+        else:
+            self.finish_task(task, results)
+        self.pool.push_idle(worker)
+        self._schedule_dispatch()
+
+    def release_worker_resources(self, worker):
+        if worker.allocation is not None:
+            if worker.blocked_cpus:
+                self.resources.reacquire_cpu(worker.blocked_cpus)
+                worker.blocked_cpus = 0
+            self.resources.release(worker.allocation)
+            worker.allocation = None
+
+    def _retry(self, task):
+        task.spec.attempt += 1
+        task.worker = None
+        task.state = t.READY
+        self.ready.push_front(task)
+        self._schedule_dispatch()
+
+    def finish_task(self, task, results):
+        spec = task.spec
+        self.tasks.pop(spec.task_id, None)
+        objects = self.objects
+        for object_id, data, size, nested, is_error in results:
+            objects.mark_ready(object_id, data, size, nested, is_error)
+            self._record_object(object_id, size)
+        if spec.task_type != codec.ACTOR_CREATION_TASK:
+            # An actor's constructor arguments stay alive for its restarts.
+            self.release_inputs(task)
+        self._finished_tasks += 1
+        if self.gcs_writer is not None:
+            self.gcs_writer.put("task_states", spec.task_id, b"FINISHED" if not results or not results[0][4] else b"FAILED")
+
+    def release_inputs(self, task):
+        objects = self.objects
+        for object_id in task.deps:
+            objects.decref(object_id)
+        for object_id in task.spec.nested_refs:
+            objects.decref(object_id)
+
+    def _record_object(self, object_id, size):
+        if self.gcs_writer is not None:
+            self.gcs_writer.put("objects", object_id, codec.dumps((self.node_id, size)))
+
+    def fail_task(self, task, error):
+        data = serialization.serialize_error(error).to_bytes()
+        self.finish_task(task, [(oid, data, len(data), (), True) for oid in task.spec.return_ids()])
+
+    def _on_actor_exit(self, conn, actor_id, reason, death_data):
+        if conn.worker is not None:
+            self.actors.actor_exit(conn.worker, actor_id, reason, death_data)
+
+    def _op_kill_actor(self, conn, actor_id, no_restart):
+        return self.actors.kill(actor_id, no_restart)
+
+    # ---------------------------------------------------------- disconnects
+
+    def on_disconnect(self, conn):
+        for request in list(conn.waits.values()):
+            request.done = True
+            for object_id in request.object_ids:
+                self.objects.remove_waiter(object_id, request)
+        conn.waits.clear()
+        for object_id in conn.held:
+            self.objects.decref(object_id)
+        conn.held.clear()
+        if conn.kind == "driver":
+            self.drivers.discard(conn)
+            if not any(d.job_id == conn.job_id for d in self.drivers):
+                self.actors.job_finished(conn.job_id)
+        elif conn.worker is not None:
+            self._worker_gone(conn.worker, "died")
+        if conn.pid:
+            try:
+                self.arena.release_pins_of(conn.pid)
+            except Exception:
+                logger.exception("releasing the pins of pid %s", conn.pid)
+
+    def _worker_gone(self, worker, how):
+        if worker.state == wp.DEAD:
+            return
+        task = worker.task
+        self.release_worker_resources(worker)
+        self.pool.remove(worker)
+        try:
+            worker.process.wait(timeout=1.0)
+        except Exception:
+            pass
+        if worker.actor_id and not self._stopping:
+            if task is not None and task.spec.task_type == codec.ACTOR_CREATION_TASK:
+                task.state = t.RUNNING
+                self.tasks.pop(task.spec.task_id, None)
+            self.actors.worker_died(worker, worker.process.returncode)
+        elif task is not None and not self._stopping:
+            if task.retries_left():
+                self._retry(task)
+            else:
+                code = worker.process.returncode
+                self.fail_task(task, WorkerCrashedError(
+                    f"The worker running {task.spec.function_name}() {how} "
+                    f"(pid={worker.pid}, node={self.node_id.hex()[:16]}, exit code={code}); "
+                    f"the task ran {task.spec.attempt + 1} time(s) and no retries are left "
+                    f"(max_retries={task.spec.max_retries})."))
+        self._ensure_min_workers()
+        self._schedule_dispatch()
+
+    def _ensure_min_workers(self):
+        if self._stopping:
+            return
+        missing = self.min_workers - self.pool.count_task_workers()
+        for _ in range(max(0, missing)):
+            self.pool.start_worker()
+
+    # --------------------------------------------------------------- output
+
+    def _on_worker_output(self, worker, stream, text):
+        targets = [d for d in self.drivers if not worker.job_id or d.job_id == worker.job_id] or self.drivers
+        for driver in targets:
+            driver.send((p.LOG, stream, text))

@@ -1,0 +1,129 @@
+"""The raylet's table of the objects of its node: state, where the bytes are,
+who refers to them, and who waits for them.
+
+An object is PENDING until its creating task finishes (or it is put), then
+READY with its bytes either inline (small values, kept here) or sealed in the
+node's arena. Its reference count adds up every process that holds an
+ObjectRef to it (each at most once), every pending task that takes it as an
+argument, and every object that contains a ref to it. When the count falls to
+zero the object is freed: dropped from here and deleted from the arena (the
+arena defers the free while some process still has it pinned).
+"""
+
+PENDING = 0
+READY = 1
+
+
+class ObjectEntry:
+    __slots__ = ("object_id", "state", "data", "size", "in_arena", "is_error",
+                 "refcount", "waiters", "nested", "ever_referenced")
+
+    def __init__(self, object_id):
+        self.object_id = object_id
+        self.state = PENDING
+        self.data = None
+        self.size = 0
+        self.in_arena = False
+        self.is_error = False
+        self.refcount = 0
+        self.waiters = None
+        self.nested = ()
+        self.ever_referenced = False
+
+
+class ObjectTable:
+    def __init__(self, arena, on_free=None):
+        self.arena = arena
+        self.entries = {}
+        self._on_free = on_free
+
+    def __len__(self):
+        return len(self.entries)
+
+    def get(self, object_id):
+        return self.entries.get(object_id)
+
+    def entry(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is None:
+            entry = self.entries[object_id] = ObjectEntry(object_id)
+        return entry
+
+    def is_ready(self, object_id):
+        entry = self.entries.get(object_id)
+        return entry is not None and entry.state == READY
+
+    def add_waiter(self, object_id, waiter):
+        """Call ``waiter.object_ready(entry)`` once the object is READY."""
+        entry = self.entry(object_id)
+        if entry.waiters is None:
+            entry.waiters = [waiter]
+        else:
+            entry.waiters.append(waiter)
+        return entry
+
+    def remove_waiter(self, object_id, waiter):
+        entry = self.entries.get(object_id)
+        if entry is not None and entry.waiters:
+            try:
+                entry.waiters.remove(waiter)
+            except ValueError:
+                pass
+
+    def mark_ready(self, object_id, data, size, nested, is_error):
+        """Record that the object exists (inline ``data``, or in the arena when
+        ``data`` is None) and wake everything waiting for it."""
+        entry = self.entry(object_id)
+        if entry.state == READY:
+            return entry  # a retried task made it again; objects are immutable
+        entry.state = READY
+        entry.data = data
+        entry.size = size
+        entry.in_arena = data is None
+        entry.is_error = is_error
+        if nested:
+            entry.nested = tuple(nested)
+            for inner in nested:
+                self.incref(inner)
+        waiters = entry.waiters
+        entry.waiters = None
+        if waiters:
+            for waiter in waiters:
+                waiter.object_ready(entry)
+        if entry.refcount == 0 and entry.ever_referenced:
+            self._free(entry)
+        return entry
+
+    def incref(self, object_id):
+        entry = self.entry(object_id)
+        entry.refcount += 1
+        entry.ever_referenced = True
+
+    def decref(self, object_id):
+        entry = self.entries.get(object_id)
+        if entry is None:
+            return
+        entry.refcount -= 1
+        if entry.refcount <= 0 and entry.state == READY:
+            self._free(entry)
+
+    def _free(self, entry):
+        if entry.waiters:
+            return  # someone still waits on it (e.g. a get racing a decref)
+        del self.entries[entry.object_id]
+        if entry.in_arena:
+            try:
+                self.arena.delete(entry.object_id)
+            except Exception:
+                pass
+        for inner in entry.nested:
+            self.decref(inner)
+        if self._on_free is not None:
+            self._on_free(entry)
+
+    def stats(self):
+        ready = sum(1 for e in self.entries.values() if e.state == READY)
+        in_arena = sum(1 for e in self.entries.values() if e.in_arena)
+        inline_bytes = sum(e.size for e in self.entries.values() if e.state == READY and not e.in_arena)
+        return {"objects": len(self.entries), "ready": ready, "in_arena": in_arena,
+                "inline_bytes": inline_bytes}

@@ -1,0 +1,80 @@
+"""Tasks inside a raylet: waiting for their inputs, queued by resource shape,
+and running on a worker.
+
+A ``Task`` counts the inputs it still waits for (it registers itself as a
+waiter on each missing object). Once they are all local it moves to the ready
+queue of its resource shape; the dispatcher takes tasks from those queues in
+order while the node's resources and idle workers allow.
+"""
+import collections
+
+from rayx.raylet.resources import fixed_request
+
+WAITING = 0      # for its inputs
+READY = 1        # queued for a worker and resources
+RUNNING = 2
+INFEASIBLE = 3   # no node could ever run it; waits for one to join
+
+
+class Task:
+    __slots__ = ("spec", "submitter", "deps", "missing", "state", "request", "shape",
+                 "worker", "on_ready")
+
+    def __init__(self, spec, submitter, on_ready):
+        self.spec = spec
+        self.submitter = submitter
+        self.deps = tuple(dict.fromkeys(spec.arg_refs()))
+        self.missing = 0
+        self.state = WAITING
+        self.shape = spec.shape_key()
+        self.request = None
+        self.worker = None
+        self.on_ready = on_ready
+
+    def object_ready(self, entry):
+        self.missing -= 1
+        if self.missing == 0:
+            self.on_ready(self)
+
+    def retries_left(self):
+        max_retries = self.spec.max_retries
+        return max_retries < 0 or self.spec.attempt < max_retries
+
+
+class ReadyQueues:
+    """FIFO queues of ready tasks, one per resource shape."""
+
+    def __init__(self):
+        self.queues = collections.OrderedDict()
+        self._requests = {}
+
+    def request_for(self, task):
+        request = self._requests.get(task.shape)
+        if request is None:
+            request = self._requests[task.shape] = fixed_request(task.spec.resources)
+        return request
+
+    def push(self, task):
+        queue = self.queues.get(task.shape)
+        if queue is None:
+            queue = self.queues[task.shape] = collections.deque()
+        queue.append(task)
+
+    def push_front(self, task):
+        queue = self.queues.get(task.shape)
+        if queue is None:
+            queue = self.queues[task.shape] = collections.deque()
+        queue.appendleft(task)
+
+    def __len__(self):
+        return sum(len(q) for q in self.queues.values())
+
+    def remove(self, task):
+        queue = self.queues.get(task.shape)
+        if queue is not None:
+            try:
+                queue.remove(task)
+                return True
+            except ValueError:
+                pass
+        return False

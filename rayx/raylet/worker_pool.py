@@ -1,0 +1,178 @@
+"""The raylet's worker processes: starting them, tracking them, forwarding
+their output, and noticing when they die.
+
+Workers are plain Python processes running ``rayx.worker_main``; they connect
+back to the raylet's socket and register with the id they were started with.
+Their stdout and stderr are pipes read by the raylet's event loop; each line
+is written to the worker's log file and forwarded to the drivers prefixed
+with the task or actor it came from, as ``(name pid=123) text``.
+"""
+import os
+import signal
+import subprocess
+import sys
+
+from rayx._core.ids import WorkerID
+
+IDLE = 0
+BUSY = 1
+ACTOR = 2
+STARTING = 3
+DEAD = 4
+
+
+class Worker:
+    __slots__ = ("worker_id", "process", "pid", "conn", "state", "task", "allocation",
+                 "blocked_cpus", "actor_id", "log_file", "display_name", "job_id",
+                 "_partial", "started_for_actor", "lease")
+
+    def __init__(self, worker_id, process, log_file):
+        self.worker_id = worker_id
+        self.process = process
+        self.pid = process.pid
+        self.conn = None
+        self.state = STARTING
+        self.task = None
+        self.allocation = None
+        self.blocked_cpus = 0
+        self.actor_id = b""
+        self.log_file = log_file
+        self.display_name = None
+        self.job_id = b""
+        self._partial = {1: b"", 2: b""}
+        self.started_for_actor = False
+        self.lease = None
+
+
+class WorkerPool:
+    """Starts and tracks workers; ``on_output(worker, text)`` receives their prefixed lines."""
+
+    def __init__(self, loop, socket_path, session_dir, node_id, on_output, extra_env=None):
+        self.loop = loop
+        self.socket_path = socket_path
+        self.session_dir = session_dir
+        self.node_id = node_id
+        self.on_output = on_output
+        self.extra_env = extra_env or {}
+        self.workers = {}        # worker id -> Worker
+        self.idle = []           # idle task workers, most recently used last
+        self.starting = 0
+
+    def start_worker(self):
+        worker_id = WorkerID.from_random().binary()
+        log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id.hex()[:12]}.log")
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["RAYX_WORKER_ID"] = worker_id.hex()
+        env["RAYX_RAYLET_SOCKET"] = self.socket_path
+        env["RAYX_RAYLET_PID"] = str(os.getpid())
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rayx.worker_main"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, close_fds=True,
+        )
+        log_file = open(log_path, "ab", buffering=0)
+        worker = Worker(worker_id, process, log_file)
+        self.workers[worker_id] = worker
+        self.starting += 1
+        for stream, pipe in ((1, process.stdout), (2, process.stderr)):
+            os.set_blocking(pipe.fileno(), False)
+            self.loop.add_reader(pipe.fileno(), self._read_output, worker, stream, pipe)
+        return worker
+
+    def _read_output(self, worker, stream, pipe):
+        try:
+            data = os.read(pipe.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(pipe.fileno())
+            pipe.close()
+            tail = worker._partial[stream]
+            if tail:
+                worker._partial[stream] = b""
+                self._emit(worker, stream, tail)
+            return
+        worker.log_file.write(data)
+        data = worker._partial[stream] + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            worker._partial[stream] = data
+            return
+        worker._partial[stream] = data[cut + 1:]
+        self._emit(worker, stream, data[:cut])
+
+    def _emit(self, worker, stream, data):
+        name = worker.display_name or "worker"
+        prefix = f"({name} pid={worker.pid}) "
+        text = "\n".join(prefix + line for line in data.decode("utf-8", "replace").split("\n"))
+        self.on_output(worker, stream, text)
+
+    def registered(self, worker_id, conn):
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return None
+        worker.conn = conn
+        self.starting -= 1
+        worker.state = IDLE
+        return worker
+
+    def pop_idle(self):
+        idle = self.idle
+        while idle:
+            worker = idle.pop()
+            if worker.state == IDLE:
+                return worker
+        return None
+
+    def push_idle(self, worker):
+        worker.state = IDLE
+        worker.task = None
+        worker.allocation = None
+        worker.display_name = None
+        self.idle.append(worker)
+
+    def remove(self, worker):
+        if worker.state == STARTING:
+            self.starting -= 1
+        worker.state = DEAD
+        self.workers.pop(worker.worker_id, None)
+        try:
+            self.idle.remove(worker)
+        except ValueError:
+            pass
+        try:
+            worker.log_file.close()
+        except Exception:
+            pass
+
+    def reap_exited(self):
+        """Workers whose process exited before they ever registered."""
+        dead = []
+        for worker in list(self.workers.values()):
+            if worker.state == STARTING and worker.process.poll() is not None:
+                dead.append(worker)
+        return dead
+
+    def count_task_workers(self):
+        return sum(1 for w in self.workers.values() if w.state in (IDLE, BUSY, STARTING) and not w.actor_id)
+
+    def kill_all(self, timeout=2.0):
+        procs = [w.process for w in self.workers.values()]
+        for proc in procs:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+        for proc in procs:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    pass

@@ -1,0 +1,203 @@
+"""Values to bytes and back: cloudpickle for code, pickle protocol 5 for data.
+
+A serialized object is one contiguous byte layout that can live inline in a
+message (small values) or in the node's shared-memory arena (large ones):
+
+    byte 0      kind: VALUE (a pickled value) or ERROR (a pickled exception
+                that ``get`` raises instead of returning)
+    byte 1      0: the rest is the in-band pickle, nothing else (small values)
+                1: out-of-band buffers follow the header below
+    [if 1]      u32 buffer count, u64 in-band length,
+                then (u64 offset, u64 length) per buffer,
+                then the in-band pickle, then each buffer at a 64-byte
+                aligned offset from the start of the object.
+
+Buffers (numpy arrays and anything exposing the buffer protocol) are copied
+exactly once, into their final place; reading them back hands pickle slices of
+the source memoryview, so an array read from the arena is zero-copy and, since
+the arena view is read-only, read-only.
+
+ObjectRefs and actor handles met while pickling are recorded in the active
+``SerializationContext`` so the runtime can keep the objects they name alive
+for as long as the outer object lives (refs nested in objects).
+"""
+import pickle
+import struct
+import threading
+
+import cloudpickle
+
+KIND_VALUE = 0
+KIND_ERROR = 1
+
+_FLAT = 0
+_WITH_BUFFERS = 1
+
+_ALIGN = 64
+_HEADER = struct.Struct("<BBIQ")       # kind, layout, buffer count, in-band length
+_BUFFER_ENTRY = struct.Struct("<QQ")   # offset, length
+_SIMPLE_TYPES = (int, float, str, bytes, bool, type(None))
+
+_context = threading.local()
+
+
+def _round_up(n):
+    return (n + _ALIGN - 1) & ~(_ALIGN - 1)
+
+
+class SerializedObject:
+    """A value ready to be written inline or into the arena."""
+
+    __slots__ = ("kind", "inband", "buffers", "nested_refs", "size", "_offsets")
+
+    def __init__(self, kind, inband, buffers, nested_refs):
+        self.kind = kind
+        self.inband = inband
+        self.buffers = buffers
+        self.nested_refs = nested_refs
+        if not buffers:
+            self._offsets = ()
+            self.size = 2 + len(inband)
+        else:
+            header = _HEADER.size + _BUFFER_ENTRY.size * len(buffers)
+            pos = _round_up(header + len(inband))
+            offsets = []
+            for buf in buffers:
+                offsets.append(pos)
+                pos = _round_up(pos + buf.nbytes)
+            self._offsets = offsets
+            self.size = offsets[-1] + buffers[-1].nbytes
+
+    def to_bytes(self):
+        """The whole layout as one bytes object (for values sent inline)."""
+        if not self.buffers:
+            return bytes((self.kind, _FLAT)) + self.inband
+        out = bytearray(self.size)
+        self.write_into(memoryview(out))
+        return bytes(out)
+
+    def write_into(self, dest):
+        """Write the layout into ``dest``, a writable buffer of at least ``size`` bytes."""
+        dest = memoryview(dest).cast("B")
+        if not self.buffers:
+            dest[0] = self.kind
+            dest[1] = _FLAT
+            dest[2:2 + len(self.inband)] = self.inband
+            return
+        _HEADER.pack_into(dest, 0, self.kind, _WITH_BUFFERS, len(self.buffers), len(self.inband))
+        pos = _HEADER.size
+        for offset, buf in zip(self._offsets, self.buffers):
+            _BUFFER_ENTRY.pack_into(dest, pos, offset, buf.nbytes)
+            pos += _BUFFER_ENTRY.size
+        dest[pos:pos + len(self.inband)] = self.inband
+        for offset, buf in zip(self._offsets, self.buffers):
+            dest[offset:offset + buf.nbytes] = buf
+
+
+class SerializationContext:
+    """Collects the ids of ObjectRefs (and the handles of actors) pickled inside a value."""
+
+    __slots__ = ("nested_refs", "actor_handles", "_previous")
+
+    def __init__(self):
+        self.nested_refs = []
+        self.actor_handles = []
+
+    def __enter__(self):
+        self._previous = getattr(_context, "current", None)
+        _context.current = self
+        return self
+
+    def __exit__(self, *exc):
+        _context.current = self._previous
+        return False
+
+
+def current_context():
+    """The SerializationContext of the value being pickled on this thread, or None."""
+    return getattr(_context, "current", None)
+
+
+def serialize(value):
+    """Serialize a value. Raises TypeError naming the value's type if it cannot be pickled."""
+    if type(value) in _SIMPLE_TYPES:
+        return SerializedObject(KIND_VALUE, pickle.dumps(value, 5), (), ())
+    buffers = []
+    with SerializationContext() as ctx:
+        try:
+            inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+        except Exception as exc:
+            raise TypeError(f"Could not serialize {_describe(value)}: {exc}") from exc
+    return SerializedObject(KIND_VALUE, inband, [_flat(b) for b in buffers], ctx.nested_refs)
+
+
+def _flat(pickle_buffer):
+    """A contiguous byte view of an out-of-band buffer (copied only if it is not contiguous)."""
+    try:
+        return pickle_buffer.raw()
+    except BufferError:
+        return memoryview(bytes(memoryview(pickle_buffer)))
+
+
+def serialize_error(exc):
+    """Serialize an exception that ``get`` will raise. Never fails: an exception
+    that cannot be pickled is replaced by a RayError carrying its text."""
+    try:
+        inband = cloudpickle.dumps(exc, protocol=5)
+    except Exception as pickling_error:
+        from rayx.exceptions import RayError
+        inband = pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (the exception could not be "
+                                       f"pickled: {pickling_error})"), 5)
+    return SerializedObject(KIND_ERROR, inband, (), ())
+
+
+def _describe(value):
+    text = repr(value)
+    if len(text) > 80:
+        text = text[:77] + "..."
+    return f"{type(value).__name__} object {text}"
+
+
+class ErrorValue:
+    """What ``deserialize`` returns for an ERROR object: the exception to raise."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error):
+        self.error = error
+
+
+def deserialize(data):
+    """Rebuild a value from its layout. Buffers stay views of ``data`` (zero-copy).
+
+    Returns an ErrorValue wrapping the exception for objects of kind ERROR.
+    """
+    view = memoryview(data)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    if len(view) < 2:
+        raise ValueError("serialized object is truncated")
+    kind = view[0]
+    if view[1] == _FLAT:
+        value = pickle.loads(view[2:])
+    else:
+        _, _, count, inband_len = _HEADER.unpack_from(view, 0)
+        pos = _HEADER.size
+        buffers = []
+        for _ in range(count):
+            offset, length = _BUFFER_ENTRY.unpack_from(view, pos)
+            pos += _BUFFER_ENTRY.size
+            buffers.append(view[offset:offset + length])
+        value = pickle.loads(view[pos:pos + inband_len], buffers=buffers)
+    if kind == KIND_ERROR:
+        return ErrorValue(value)
+    return value
+
+
+def dumps_function(fn):
+    """Pickle a function or class by value (cloudpickle), for the function table."""
+    return cloudpickle.dumps(fn, protocol=5)
+
+
+def loads_function(data):
+    return pickle.loads(data)

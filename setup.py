@@ -1,0 +1,41 @@
+# Build of rayx's compiled core: every rayx/_core/*.pyx becomes one extension
+# module. C++ sources a module needs are named in the .pyx itself with a
+# "# distutils: sources = ..." line, so this file keeps no list in sync by hand.
+# RAYX_DEBUG=1 builds with assertions and the leak counters switched on.
+import glob
+import os
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("RAYX_DEBUG") == "1"
+
+compile_args = ["-std=c++17", "-Wall", "-Wno-unused-function"]
+macros = []
+if DEBUG:
+    compile_args += ["-O0", "-g", "-DRAYX_DEBUG=1"]
+    macros.append(("RAYX_DEBUG", "1"))
+else:
+    compile_args += ["-O3", "-DNDEBUG"]
+
+extensions = [
+    Extension(
+        "rayx._core." + os.path.splitext(os.path.basename(path))[0],
+        [path],
+        language="c++",
+        include_dirs=["cpp", "rayx/_core"],
+        extra_compile_args=compile_args,
+        extra_link_args=["-lpthread", "-lrt"],
+        define_macros=macros,
+    )
+    for path in sorted(glob.glob("rayx/_core/*.pyx"))
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compile_time_env={"RAYX_DEBUG": DEBUG},
+        compiler_directives={"boundscheck": DEBUG, "wraparound": False},
+    ),
+)

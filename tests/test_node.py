@@ -1,0 +1,236 @@
+"""A node's life and its scheduler: resources, crashes and retries, clean
+shutdown, and drivers joining a node started by ``rayx start``."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import rayx
+from conftest import arena_files
+from rayx.exceptions import WorkerCrashedError
+
+
+def test_shutdown_leaves_nothing_behind(shutdown_only):
+    before_arenas = arena_files()
+    rayx.init(num_cpus=2, object_store_memory=128 << 20)
+
+    @rayx.remote
+    def pid():
+        return os.getpid()
+
+    worker_pids = set(rayx.get([pid.remote() for _ in range(10)]))
+    children = psutil.Process().children(recursive=True)
+    assert children, "init() should have started processes"
+    assert len(arena_files()) == len(before_arenas) + 1
+    rayx.shutdown()
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"still running after shutdown: {alive}"
+    for p in worker_pids:
+        assert not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+    assert arena_files() == before_arenas
+
+
+def test_init_twice(shutdown_only):
+    rayx.init(num_cpus=1, object_store_memory=64 << 20)
+    with pytest.raises(RuntimeError, match="twice"):
+        rayx.init(num_cpus=1)
+    rayx.init(ignore_reinit_error=True)
+    assert rayx.is_initialized()
+
+
+@pytest.mark.parametrize("rayx_fresh", [dict(num_cpus=1)], indirect=True)
+def test_nested_get_with_one_cpu(rayx_fresh):
+    @rayx.remote
+    def leaf(x):
+        return x * 2
+
+    @rayx.remote
+    def middle(x):
+        return rayx.get(leaf.remote(x)) + 1
+
+    @rayx.remote
+    def top(x):
+        return rayx.get([middle.remote(x), middle.remote(x + 1)])
+
+    assert rayx.get(top.remote(1), timeout=120) == [3, 5]
+
+
+@pytest.mark.parametrize("rayx_fresh", [dict(num_cpus=2, num_gpus=2, resources={"accel": 1})],
+                         indirect=True)
+def test_resources_and_gpu_ids(rayx_fresh):
+    assert rayx.cluster_resources()["CPU"] == 2
+    assert rayx.cluster_resources()["GPU"] == 2
+    assert rayx.cluster_resources()["accel"] == 1
+
+    @rayx.remote(num_gpus=1)
+    def gpu_task():
+        time.sleep(0.5)
+        return os.environ.get("CUDA_VISIBLE_DEVICES"), rayx.get_gpu_ids()
+
+    results = rayx.get([gpu_task.remote(), gpu_task.remote()])
+    assert sorted(r[0] for r in results) == ["0", "1"]
+    assert sorted(r[1][0] for r in results) == [0, 1]
+
+    @rayx.remote(num_gpus=0.5)
+    def half():
+        return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    assert rayx.get(half.remote()) in ("0", "1")
+
+    @rayx.remote(resources={"accel": 1}, num_cpus=0)
+    def exclusive(seconds):
+        start = time.time()
+        time.sleep(seconds)
+        return start, time.time()
+
+    spans = sorted(rayx.get([exclusive.remote(0.3) for _ in range(3)]))
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end - 0.05, "tasks needing the single 'accel' unit overlapped"
+
+
+@pytest.mark.parametrize("rayx_fresh", [dict(num_cpus=2)], indirect=True)
+def test_fractional_cpus_run_together(rayx_fresh, tmp_path):
+    @rayx.remote(num_cpus=0.5)
+    def meet(path, n):
+        # Each task registers, then waits until all n have registered: this only
+        # finishes if 4 tasks of 0.5 CPU run at once on 2 CPUs.
+        with open(os.path.join(path, str(os.getpid())), "w"):
+            pass
+        deadline = time.time() + 60
+        while len(os.listdir(path)) < n and time.time() < deadline:
+            time.sleep(0.01)
+        return len(os.listdir(path))
+
+    assert rayx.get([meet.remote(str(tmp_path), 4) for _ in range(4)], timeout=90) == [4, 4, 4, 4]
+
+
+@pytest.mark.parametrize("rayx_fresh", [dict(num_cpus=1)], indirect=True)
+def test_resources_returned_after_errors_and_crashes(rayx_fresh):
+    @rayx.remote(max_retries=0)
+    def die():
+        os._exit(1)
+
+    @rayx.remote
+    def bad():
+        raise ValueError("x")
+
+    with pytest.raises(WorkerCrashedError):
+        rayx.get(die.remote(), timeout=60)
+    with pytest.raises(ValueError):
+        rayx.get(bad.remote(), timeout=60)
+
+    @rayx.remote
+    def ok():
+        return "ok"
+
+    assert rayx.get(ok.remote(), timeout=60) == "ok"
+    deadline = time.time() + 10
+    while rayx.available_resources().get("CPU") != 1 and time.time() < deadline:
+        time.sleep(0.1)
+    assert rayx.available_resources().get("CPU") == 1
+
+
+def test_worker_crash_retries_then_fails(rayx_start, tmp_path):
+    counter = tmp_path / "runs"
+
+    @rayx.remote(max_retries=2)
+    def crash(path):
+        with open(path, "a") as f:
+            f.write("x")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(WorkerCrashedError) as info:
+        rayx.get(crash.remote(str(counter)), timeout=120)
+    assert counter.read_text() == "xxx"   # 1 run + 2 retries
+    message = str(info.value)
+    assert "crash" in message and "pid=" in message and "node=" in message
+
+
+def test_worker_crash_then_success_on_retry(rayx_start, tmp_path):
+    marker = tmp_path / "crashed"
+
+    @rayx.remote(max_retries=1)
+    def crash_once(path):
+        if not os.path.exists(path):
+            open(path, "w").close()
+            os._exit(3)
+        return "second time lucky"
+
+    assert rayx.get(crash_once.remote(str(marker)), timeout=120) == "second time lucky"
+
+
+def test_segfault_is_a_worker_crash(rayx_start):
+    @rayx.remote(max_retries=0)
+    def segfault():
+        import ctypes
+        ctypes.string_at(0)
+
+    with pytest.raises(WorkerCrashedError):
+        rayx.get(segfault.remote(), timeout=60)
+
+
+def test_infeasible_task_is_reported_not_hung(rayx_start, capfd):
+    @rayx.remote(resources={"unobtainium": 1})
+    def never():
+        return 1
+
+    ref = never.remote()
+    ready, _ = rayx.wait([ref], timeout=1)
+    assert not ready
+    deadline = time.time() + 10
+    err = ""
+    while "unobtainium" not in err and time.time() < deadline:
+        err += capfd.readouterr().err
+        time.sleep(0.05)
+    assert "unobtainium" in err and "no node" in err
+    from rayx.scripts.cli import format_status
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        status = format_status(rayx.api._node_records())
+        if "unobtainium" in status:
+            break
+        time.sleep(0.1)
+    assert "unobtainium" in status
+
+
+def test_rayx_start_and_second_driver(tmp_path):
+    env = dict(os.environ, RAYX_TMPDIR=str(tmp_path / "rayx"))
+    cli = [sys.executable, "-m", "rayx.scripts.cli"]
+    try:
+        subprocess.run(cli + ["start", "--head", "--port", "0", "--num-cpus", "2",
+                              "--object-store-memory", str(128 << 20)],
+                       check=True, env=env, timeout=60, capture_output=True)
+        import json
+        record = json.load(open(tmp_path / "rayx" / "cluster.json"))
+        started = [pid for node in record["nodes"] for pid in node["pids"]]
+        started += [c.pid for pid in started for c in psutil.Process(pid).children(recursive=True)]
+        assert len(started) >= 4   # 3 GCS shards, a raylet, its workers
+        status = subprocess.run(cli + ["status"], check=True, env=env, timeout=60,
+                                capture_output=True, text=True)
+        assert "CPU" in status.stdout and "0/2 CPU" in status.stdout
+        driver = textwrap.dedent("""
+            import rayx
+            rayx.init(address="auto")
+
+            @rayx.remote
+            def square(x):
+                return x * x
+
+            print("RESULT", sum(rayx.get([square.remote(i) for i in range(10)])))
+            rayx.shutdown()
+        """)
+        for _ in range(2):  # two drivers, one after the other, share the cluster
+            out = subprocess.run([sys.executable, "-c", driver], env=env, timeout=120,
+                                 capture_output=True, text=True)
+            assert "RESULT 285" in out.stdout, out.stderr
+    finally:
+        subprocess.run(cli + ["stop"], env=env, timeout=60)
+    deadline = time.time() + 15
+    while any(psutil.pid_exists(pid) for pid in started) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in started if psutil.pid_exists(pid)]
