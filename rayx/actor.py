@@ -156,7 +156,10 @@ class ActorClass:
             extra={"lifetime_resources": lifetime, "methods": self._methods},
         )
         if name:
-            if not core.gcs.put_if_absent("named_actors", _name_key(namespace, name), actor_id.binary()):
+            entry = codec.dumps({"actor_id": actor_id.binary(), "class_name": self._name,
+                                 "methods": self._methods,
+                                 "max_task_retries": options.get("max_task_retries") or 0})
+            if not core.gcs.put_if_absent("named_actors", name_key(namespace, name), entry):
                 if options.get("get_if_exists"):
                     return api.get_actor(name, namespace=namespace)
                 raise ValueError(f"The name {name!r} (namespace {namespace!r}) is already taken by "
@@ -165,7 +168,7 @@ class ActorClass:
         return ActorHandle(actor_id.binary(), self._name, self._methods, options.get("max_task_retries") or 0)
 
 
-def _name_key(namespace, name):
+def name_key(namespace, name):
     return f"{namespace}\x00{name}".encode()
 
 

@@ -240,6 +240,58 @@ def _make_remote(target, options):
     raise TypeError(f"@rayx.remote expects a function or a class, got {type(target).__name__}")
 
 
+# ------------------------------------------------------------------ actors
+
+def get_actor(name, namespace=None):
+    """The handle of the live actor named ``name`` in ``namespace`` (default: this job's)."""
+    from rayx.actor import ActorHandle, name_key
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() expects a non-empty actor name, got {name!r}")
+    _global_worker()
+    namespace = namespace or _namespace
+    entry = _gcs.get("named_actors", name_key(namespace, name))
+    if entry is not None:
+        info = codec.loads(entry)
+        record = _gcs.get("actors", info["actor_id"])
+        if record is None or codec.loads(record).get("state") != "DEAD":
+            return ActorHandle(info["actor_id"], info["class_name"], info["methods"],
+                               info["max_task_retries"])
+    raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{namespace}'. "
+                     f"This could be because 1. You are trying to look up a named actor you didn't "
+                     f"create. 2. The named actor died. 3. You did not use a namespace matching the "
+                     f"namespace of the actor.")
+
+
+def _actor_handle_by_id(actor_id):
+    from rayx.actor import ActorHandle
+    record = _gcs.get("actors", actor_id)
+    if record is None:
+        raise ValueError(f"no actor {actor_id.hex()} in the GCS")
+    info = codec.loads(record)
+    return ActorHandle(actor_id, info["class_name"], info["methods"], info["max_task_retries"])
+
+
+def kill(actor, *, no_restart=True):
+    """Kill an actor at once (its pending calls fail); it restarts only if ``no_restart=False``."""
+    from rayx.actor import ActorHandle
+    if not isinstance(actor, ActorHandle):
+        raise ValueError(f"rayx.kill() only supports actors; got {type(actor).__name__}. "
+                         f"Use rayx.cancel() for tasks.")
+    _global_worker().request("kill_actor", actor._actor_id, bool(no_restart))
+
+
+def method(*args, **kwargs):
+    """``@rayx.method(num_returns=...)`` on an actor method."""
+    from rayx.actor import method as actor_method
+    return actor_method(*args, **kwargs)
+
+
+def get_runtime_context():
+    """What the calling code runs as: job, task, actor, node, namespace."""
+    from rayx.runtime_context import RuntimeContext
+    return RuntimeContext(_global_worker(), _namespace)
+
+
 # ------------------------------------------------------------ cluster info
 
 def nodes():

@@ -38,7 +38,7 @@ struct PrivateHeap {
     begin = (sizeof(HeapState) + sizeof(JournalLog) + 4095) / 4096 * 4096;
     size = begin + heap_bytes;
     memory = static_cast<uint8_t*>(std::aligned_alloc(4096, size));
-    std::memset(memory, 0, begin);
+    std::memset(memory, 0, size);  // like a fresh shared-memory file
     state = reinterpret_cast<HeapState*>(memory);
     log = reinterpret_cast<JournalLog*>(memory + sizeof(HeapState));
     journal.reset(new Journal(memory, log));

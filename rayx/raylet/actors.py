@@ -280,7 +280,8 @@ class ActorManager:
         if spec.actor_name and self.raylet.gcs is not None:
             key = f"{spec.namespace}\x00{spec.actor_name}".encode()
             try:
-                if self.raylet.gcs.get("named_actors", key) == actor.actor_id:
+                entry = self.raylet.gcs.get("named_actors", key)
+                if entry and codec.loads(entry).get("actor_id") == actor.actor_id:
                     self.raylet.gcs.delete("named_actors", key)
             except Exception:
                 logger.exception("removing the name of a dead actor")

@@ -1,0 +1,44 @@
+"""``rayx.get_runtime_context()``: the job, task, actor and node the caller runs as."""
+
+
+class RuntimeContext:
+    def __init__(self, worker, namespace):
+        self._worker = worker
+        self._namespace = namespace
+
+    def get_job_id(self):
+        return self._worker.current_job_id().hex()
+
+    def get_task_id(self):
+        task_id = self._worker.context.task_id
+        return None if self._worker.mode == "driver" or task_id is None else task_id.hex()
+
+    def get_actor_id(self):
+        actor_id = self._worker.context.actor_id
+        return actor_id.hex() if actor_id else None
+
+    def get_node_id(self):
+        return self._worker.node_id.hex()
+
+    def get_worker_id(self):
+        return self._worker.worker_id.hex()
+
+    @property
+    def namespace(self):
+        return self._namespace
+
+    def get_namespace(self):
+        return self._namespace
+
+    @property
+    def current_actor(self):
+        from rayx import api
+        actor_id = self._worker.context.actor_id
+        if not actor_id:
+            raise RuntimeError("current_actor is only available inside an actor")
+        return api._actor_handle_by_id(actor_id)
+
+    def get(self):
+        return {"job_id": self.get_job_id(), "task_id": self.get_task_id(),
+                "actor_id": self.get_actor_id(), "node_id": self.get_node_id(),
+                "namespace": self._namespace}
