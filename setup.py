@@ -2,6 +2,8 @@
 # module. C++ sources a module needs are named in the .pyx itself with a
 # "# distutils: sources = ..." line, so this file keeps no list in sync by hand.
 # RAYX_DEBUG=1 builds with assertions and the leak counters switched on.
+# The gRPC stubs of rayx/protos/*.proto are generated here too (grpcio-tools
+# is a build requirement), so no generated file is committed.
 import glob
 import os
 
@@ -9,6 +11,17 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("RAYX_DEBUG") == "1"
+
+
+def generate_grpc_stubs():
+    from grpc_tools import protoc
+    for proto in sorted(glob.glob("rayx/protos/*.proto")):
+        status = protoc.main(["protoc", "-I.", "--python_out=.", "--grpc_python_out=.", proto])
+        if status != 0:
+            raise RuntimeError(f"protoc failed on {proto}")
+
+
+generate_grpc_stubs()
 
 compile_args = ["-std=c++17", "-Wall", "-Wno-unused-function"]
 macros = []

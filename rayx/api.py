@@ -123,8 +123,9 @@ def _find_cluster(address, password):
     from rayx.gcs import GcsClient
     gcs = GcsClient(gcs_address, password)
     try:
-        for blob in gcs.scan("nodes").values():
-            info = codec.loads(blob)
+        infos = sorted((codec.loads(blob) for blob in gcs.scan("nodes").values()),
+                       key=lambda info: not info.get("is_head"))
+        for info in infos:
             if info.get("state") == "ALIVE" and os.path.exists(info.get("raylet_socket", "")):
                 return gcs_address, password, info["raylet_socket"], info["session_dir"]
     finally:
@@ -211,7 +212,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
     if not object_refs:
         return [], []
-    return _global_worker().wait(list(object_refs), num_returns, timeout)
+    return _global_worker().wait(list(object_refs), num_returns, timeout, bool(fetch_local))
 
 
 # -------------------------------------------------------------- decorators

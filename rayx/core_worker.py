@@ -319,14 +319,14 @@ class CoreWorker:
             results.append(value)
         return results
 
-    def wait(self, refs, num_returns, timeout):
+    def wait(self, refs, num_returns, timeout, fetch_local=True):
         object_ids = [ref.binary() for ref in refs]
         values = self._values
         ready = {oid for oid in object_ids if oid in values}
         if len(ready) < num_returns:
-            reply = self._wait_raylet(object_ids, num_returns, False, timeout)
+            reply = self._wait_raylet(object_ids, num_returns, False, timeout, fetch_local)
             if reply is None:
-                reply = self._wait_raylet(object_ids, 0, False, None)
+                reply = self._wait_raylet(object_ids, 0, False, None, fetch_local)
             ready.update(object_id for object_id, _, _ in reply)
         ready_refs, not_ready = [], []
         for ref in refs:
@@ -336,10 +336,10 @@ class CoreWorker:
                 not_ready.append(ref)
         return ready_refs, not_ready
 
-    def _wait_raylet(self, object_ids, num_ready, with_data, timeout):
+    def _wait_raylet(self, object_ids, num_ready, with_data, timeout, fetch=True):
         request_id = next(self._request_ids)
         pending = self._requests[request_id] = _Pending()
-        self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data))
+        self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data, fetch))
         if not pending.event.wait(timeout):
             self._requests.pop(request_id, None)
             self.conn.send_now((p.CANCEL_WAIT, request_id))

@@ -12,7 +12,7 @@ client -> raylet
   REGISTER      kind ("driver"|"worker"), worker_id, pid, job_id, info dict
   SUBMIT        TaskSpec
   PUT           object_id, data | None (None: already sealed in the arena), size, nested_refs
-  WAIT          request_id, [object_id], num_ready, with_data (bool)
+  WAIT          request_id, [object_id], num_ready, with_data (bool), fetch (bool: pull remote objects here)
   CANCEL_WAIT   request_id
   TASK_DONE     task_id, [(object_id, data | None, size, nested_refs, is_error)], retryable_error (bool)
   REFS          [added object ids], [removed object ids]

@@ -50,7 +50,8 @@ def main():
     }
     raylet = Raylet(loop, node_id=node_id, session_dir=config["session_dir"], socket_path=socket_path,
                     arena=arena, gcs=gcs, resources=config["resources"],
-                    min_workers=int(config["num_workers"]), node_info=node_info)
+                    min_workers=int(config["num_workers"]), node_info=node_info,
+                    token=config["password"])
     stopped = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)

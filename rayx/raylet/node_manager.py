@@ -19,8 +19,12 @@ from rayx import protocol as p
 from rayx import serialization
 from rayx._core import codec
 from rayx.exceptions import WorkerCrashedError
+from rayx.protos import rayx_pb2
 from rayx.raylet import tasks as t
 from rayx.raylet.actors import ActorManager
+from rayx.raylet.object_manager import ObjectManager
+from rayx.raylet.peers import Peers
+from rayx.raylet.router import Router
 from rayx.raylet import worker_pool as wp
 from rayx.raylet.objects import ObjectTable, READY
 from rayx.raylet.resources import NodeResources
@@ -83,7 +87,8 @@ class ClientConnection(asyncio.Protocol):
 class WaitRequest:
     """A get or wait from a client: answered once ``num_ready`` objects are ready."""
 
-    __slots__ = ("raylet", "conn", "request_id", "object_ids", "num_ready", "with_data", "ready", "done")
+    __slots__ = ("raylet", "conn", "request_id", "object_ids", "num_ready", "with_data", "ready", "done",
+                 "fetch")
 
     def __init__(self, raylet, conn, request_id, object_ids, num_ready, with_data):
         self.raylet = raylet
@@ -94,6 +99,7 @@ class WaitRequest:
         self.with_data = with_data
         self.ready = 0
         self.done = False
+        self.fetch = True
 
     def object_ready(self, entry):
         self.ready += 1
@@ -103,7 +109,7 @@ class WaitRequest:
 
 class Raylet:
     def __init__(self, loop, *, node_id, session_dir, socket_path, arena, gcs, resources,
-                 min_workers, node_info):
+                 min_workers, node_info, token=""):
         self.loop = loop
         self.node_id = node_id
         self.session_dir = session_dir
@@ -112,7 +118,7 @@ class Raylet:
         self.gcs = gcs
         self.gcs_writer = gcs.batch_writer() if gcs is not None else None
         self.resources = NodeResources(resources)
-        self.objects = ObjectTable(arena)
+        self.objects = ObjectTable(arena, on_free=self._on_object_freed)
         self.pool = wp.WorkerPool(loop, socket_path, session_dir, node_id, self._on_worker_output)
         self.min_workers = min_workers
         self.node_info = node_info
@@ -125,6 +131,14 @@ class Raylet:
         self._stopping = False
         self._finished_tasks = 0
         self.actors = ActorManager(self)
+        self.token = token
+        self.peers = Peers(loop, node_id, token)
+        self.router = Router(self, self.peers)
+        self.peers.refresh = self._refresh_peers
+        self.object_manager = ObjectManager(self)
+        self._grpc_server = None
+        self._task_seconds = 0.0
+        self._subscription = None
         self._handlers = {
             p.REGISTER: self._on_register,
             p.SUBMIT: self._on_submit,
@@ -144,7 +158,15 @@ class Raylet:
         os.chmod(self.socket_path, 0o600)
         for _ in range(self.min_workers):
             self.pool.start_worker()
+        from rayx.raylet.grpc_server import start_server
+        self._grpc_server, address = await start_server(
+            self, self.node_info["node_ip_address"], self.token, with_scheduler=self.node_info.get("is_head"))
+        self.node_info["grpc_address"] = address
         self._register_node()
+        if self.gcs is not None:
+            self._subscription = self.gcs.subscribe(
+                ["job_finished"], lambda channel, data: self.loop.call_soon_threadsafe(
+                    self.actors.job_finished, bytes(data)))
         self.loop.create_task(self._heartbeat_loop())
 
     def stop(self):
@@ -154,6 +176,8 @@ class Raylet:
         if self._server is not None:
             self._server.close()
         self.pool.kill_all()
+        if self._subscription is not None:
+            self._subscription.close()
         if self.gcs_writer is not None:
             info = self._node_record()
             info["state"] = "DEAD"
@@ -180,6 +204,9 @@ class Raylet:
             "workers": len(self.pool.workers),
             "objects": len(self.objects),
             "heartbeat": time.time(),
+            "avg_task_seconds": self._task_seconds,
+            "object_pulls": self.object_manager.pulls,
+            "bytes_pulled": self.object_manager.bytes_pulled,
         })
         return info
 
@@ -191,6 +218,38 @@ class Raylet:
             self._ensure_min_workers()
             if self.gcs_writer is not None:
                 self.gcs_writer.put("nodes", self.node_id, codec.dumps(self._node_record()))
+                await self._refresh_peers()
+
+    async def _refresh_peers(self):
+        try:
+            rows = await self.loop.run_in_executor(None, self.gcs.scan, "nodes")
+        except Exception:
+            logger.exception("reading the node table")
+            return
+        if self.peers.update([codec.loads(blob) for blob in rows.values()]):
+            # Nodes joined or left: what fit nowhere may fit now.
+            self.router.retry_unplaced()
+            if self.peers.has_peers():
+                local, self.infeasible = self.infeasible, []
+                for task in local:
+                    self._move_to_router(task)
+
+    def _move_to_router(self, task):
+        """A task that fit nowhere here goes up to the global scheduler (with, for an
+        actor creation, the calls already queued for that actor)."""
+        spec = task.spec
+        self.tasks.pop(spec.task_id, None)
+        calls = []
+        if spec.task_type == codec.ACTOR_CREATION_TASK:
+            actor = self.actors.actors.pop(spec.actor_id, None)
+            if actor is not None:
+                for caller in actor.callers.values():
+                    calls.extend(caller.all_tasks())
+        self.router.adopt(task)
+        for call in sorted(calls, key=lambda c: c.spec.sequence_number):
+            self.forget_dependencies(call)
+            self.tasks.pop(call.spec.task_id, None)
+            self.router.adopt_call(call)
 
     # -------------------------------------------------------------- messages
 
@@ -207,6 +266,7 @@ class Raylet:
         reply.update(self.node_info)
         if kind == "driver":
             self.drivers.add(conn)
+            self.loop.create_task(self._refresh_peers())
         else:
             worker = self.pool.registered(worker_id, conn)
             if worker is None:
@@ -252,13 +312,15 @@ class Raylet:
 
     # ----------------------------------------------------------- get / wait
 
-    def _on_wait(self, conn, request_id, object_ids, num_ready, with_data):
+    def _on_wait(self, conn, request_id, object_ids, num_ready, with_data, fetch=True):
         unique = list(dict.fromkeys(object_ids))
         request = WaitRequest(self, conn, request_id, unique, min(num_ready, len(unique)), with_data)
+        request.fetch = fetch
         objects = self.objects
         pending = []
         for object_id in unique:
-            if objects.is_ready(object_id):
+            entry = objects.get(object_id)
+            if entry is not None and (entry.state == READY or (not fetch and entry.remote_locations)):
                 request.ready += 1
             else:
                 pending.append(object_id)
@@ -266,7 +328,9 @@ class Raylet:
             self.complete_wait(request)
             return
         for object_id in pending:
-            objects.add_waiter(object_id, request)
+            entry = objects.add_waiter(object_id, request)
+            if fetch:
+                self.want_object(entry)
         conn.waits[request_id] = request
         worker = conn.worker
         if worker is not None and worker.allocation is not None and not worker.blocked_cpus:
@@ -285,6 +349,8 @@ class Raylet:
             entry = objects.get(object_id)
             if entry is None or entry.state != READY:
                 objects.remove_waiter(object_id, request)
+                if entry is not None and not request.fetch and entry.remote_locations:
+                    ready.append((object_id, None, True))
                 continue
             data = entry.data if request.with_data else None
             ready.append((object_id, data, entry.in_arena))
@@ -307,21 +373,33 @@ class Raylet:
 
     # ------------------------------------------------------------ scheduling
 
-    def submit(self, spec, submitter=None, hold_inputs=True):
+    def submit(self, spec, submitter=None, hold_inputs=True, owner_node=None):
+        """A task was created on this node (or forwarded to it by ``owner_node``)."""
         task = t.Task(spec, submitter, self._on_deps_ready)
-        self.tasks[spec.task_id] = task
-        if self.gcs_writer is not None and spec.attempt == 0:
+        task.owner_node = owner_node
+        if self.gcs_writer is not None and spec.attempt == 0 and owner_node is None:
             self.gcs_writer.put("tasks", spec.task_id, spec.encode())
+        if owner_node is None and hold_inputs and self.router.route(task):
+            return
+        self.submit_here(task, inputs_held=not hold_inputs)
+
+    def submit_here(self, task, inputs_held=False):
+        spec = task.spec
+        self.tasks[spec.task_id] = task
         if spec.task_type == codec.ACTOR_TASK:
             self.actors.submit_call(task)
             return
         if spec.task_type == codec.ACTOR_CREATION_TASK:
             self.actors.creation_submitted(task)
-        self.track_dependencies(task, hold_inputs)
+        self.track_dependencies(task, not inputs_held)
         if not task.missing:
             self._on_deps_ready(task)
 
-    def track_dependencies(self, task, hold_inputs=True):
+    def accept_forwarded(self, spec, from_node):
+        """ForwardTasks: run a task another node placed here; its results go back to that node."""
+        self.submit(spec, None, owner_node=from_node)
+
+    def track_dependencies(self, task, hold_inputs=True, wait=True):
         """Hold the task's inputs and wait for those that are not ready yet."""
         objects = self.objects
         if hold_inputs:
@@ -329,12 +407,24 @@ class Raylet:
                 objects.incref(object_id)
             for object_id in task.spec.nested_refs:
                 objects.incref(object_id)
+        if not wait:
+            return
         missing = 0
         for object_id in task.deps:
             if not objects.is_ready(object_id):
-                objects.add_waiter(object_id, task)
+                self.want_object(objects.add_waiter(object_id, task))
                 missing += 1
         task.missing = missing
+
+    def want_object(self, entry):
+        """Someone here waits for a non-local object: pull it unless it is being made here."""
+        task_id = entry.object_id[:16]
+        if entry.remote_locations:
+            self.object_manager.want(entry.object_id)
+        elif task_id in self.tasks or task_id in self.router.forwarded:
+            return                      # made here, or pushed here by the node running it
+        elif self.peers.has_peers():
+            self.object_manager.want(entry.object_id)
 
     def forget_dependencies(self, task):
         for object_id in task.deps:
@@ -379,13 +469,19 @@ class Raylet:
         if not self.resources.feasible(task.request):
             task.state = t.INFEASIBLE
             self.infeasible.append(task)
-            self._warn_infeasible(task)
+            self.loop.create_task(self._warn_if_still_infeasible(task))
             return
         task.state = t.READY
         self.ready.push(task)
         self._schedule_dispatch()
 
-    def _warn_infeasible(self, task):
+    async def _warn_if_still_infeasible(self, task):
+        # Other nodes may have joined since the last heartbeat: look before warning.
+        await self._refresh_peers()
+        if task in self.infeasible:
+            self.warn_infeasible(task)
+
+    def warn_infeasible(self, task):
         message = (f"Warning: the task {task.spec.function_name} requests {dict(task.spec.resources)}, "
                    f"which no node in the cluster can satisfy (this node has "
                    f"{self.resources.as_floats(self.resources.total)}). It stays pending until a node "
@@ -478,7 +574,16 @@ class Raylet:
         spec = task.spec
         self.tasks.pop(spec.task_id, None)
         objects = self.objects
+        owner = getattr(task, "owner_node", None)
         for object_id, data, size, nested, is_error in results:
+            if owner is not None:
+                # Keep our copy (and what it refers to) until the owner frees it.
+                objects.incref(object_id)
+                for inner in nested:
+                    objects.incref(inner)
+                self.peers.object_ready(owner, rayx_pb2.ReadyObject(
+                    object_id=object_id, inline=data is not None, data=data or b"", size=size,
+                    is_error=is_error, nested_refs=list(nested)))
             objects.mark_ready(object_id, data, size, nested, is_error)
             self._record_object(object_id, size)
         if spec.task_type != codec.ACTOR_CREATION_TASK:
@@ -497,7 +602,49 @@ class Raylet:
 
     def _record_object(self, object_id, size):
         if self.gcs_writer is not None:
-            self.gcs_writer.put("objects", object_id, codec.dumps((self.node_id, size)))
+            self.gcs_writer.hset("object_locations", object_id, self.node_id, str(size))
+
+    # ------------------------------------------------------ between nodes
+
+    def remote_objects_ready(self, from_node, ready_objects):
+        """ObjectsReady: results of tasks we forwarded, pushed by the node that ran them."""
+        objects = self.objects
+        done_tasks = set()
+        for obj in ready_objects:
+            object_id = bytes(obj.object_id)
+            nested = [bytes(inner) for inner in obj.nested_refs]
+            entry = objects.entry(object_id)
+            entry.add_owner_pin(from_node)
+            for inner in nested:
+                objects.entry(inner).add_owner_pin(from_node)
+            if obj.inline:
+                objects.mark_ready(object_id, bytes(obj.data), obj.size, nested, obj.is_error)
+            else:
+                entry.size = obj.size
+                entry.remote_locations.add(from_node)
+                if entry.waiters:
+                    for waiter in list(entry.waiters):
+                        if isinstance(waiter, WaitRequest) and not waiter.fetch:
+                            entry.waiters.remove(waiter)   # it only asked whether the object exists
+                            waiter.object_ready(entry)
+                    if entry.waiters:
+                        self.object_manager.want(object_id)
+            done_tasks.add(object_id[:16])
+        for task_id in done_tasks:
+            self.router.results_arrived(task_id)
+
+    def object_arrived(self, object_id, data, size, nested, is_error):
+        """A pull finished: the object is local now."""
+        self.objects.mark_ready(object_id, data, size, nested, is_error)
+        self._record_object(object_id, size)
+
+    def release_owner_pins(self, object_ids):
+        for object_id in object_ids:
+            self.objects.decref(object_id)
+
+    def _on_object_freed(self, entry):
+        for node_id in entry.owner_pins or ():
+            self.peers.free(node_id, entry.object_id)
 
     def fail_task(self, task, error):
         data = serialization.serialize_error(error).to_bytes()
@@ -508,6 +655,8 @@ class Raylet:
             self.actors.actor_exit(conn.worker, actor_id, reason, death_data)
 
     def _op_kill_actor(self, conn, actor_id, no_restart):
+        if actor_id not in self.actors.actors and self.peers.has_peers():
+            return self.router.kill_remote_actor(actor_id, no_restart)
         return self.actors.kill(actor_id, no_restart)
 
     # ---------------------------------------------------------- disconnects
@@ -525,6 +674,8 @@ class Raylet:
             self.drivers.discard(conn)
             if not any(d.job_id == conn.job_id for d in self.drivers):
                 self.actors.job_finished(conn.job_id)
+                if self.gcs_writer is not None:
+                    self.gcs_writer.publish("job_finished", conn.job_id)
         elif conn.worker is not None:
             self._worker_gone(conn.worker, "died")
         if conn.pid:
@@ -558,6 +709,8 @@ class Raylet:
                     f"(pid={worker.pid}, node={self.node_id.hex()[:16]}, exit code={code}); "
                     f"the task ran {task.spec.attempt + 1} time(s) and no retries are left "
                     f"(max_retries={task.spec.max_retries})."))
+        if not self._stopping:
+            self.actors.owner_died(worker)   # the actors it created die with it
         self._ensure_min_workers()
         self._schedule_dispatch()
 

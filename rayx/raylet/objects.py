@@ -16,7 +16,7 @@ READY = 1
 
 class ObjectEntry:
     __slots__ = ("object_id", "state", "data", "size", "in_arena", "is_error",
-                 "refcount", "waiters", "nested", "ever_referenced")
+                 "refcount", "waiters", "nested", "ever_referenced", "remote_locations", "owner_pins")
 
     def __init__(self, object_id):
         self.object_id = object_id
@@ -29,6 +29,14 @@ class ObjectEntry:
         self.waiters = None
         self.nested = ()
         self.ever_referenced = False
+        self.remote_locations = set()   # other nodes known to hold a copy
+        self.owner_pins = None          # nodes keeping their copy alive for us (we own it)
+
+    def add_owner_pin(self, node_id):
+        if self.owner_pins is None:
+            self.owner_pins = set()
+        self.owner_pins.add(node_id)
+        self.remote_locations.add(node_id)
 
 
 class ObjectTable:
@@ -104,7 +112,7 @@ class ObjectTable:
         if entry is None:
             return
         entry.refcount -= 1
-        if entry.refcount <= 0 and entry.state == READY:
+        if entry.refcount <= 0 and (entry.state == READY or entry.owner_pins):
             self._free(entry)
 
     def _free(self, entry):

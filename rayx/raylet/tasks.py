@@ -18,7 +18,7 @@ INFEASIBLE = 3   # no node could ever run it; waits for one to join
 
 class Task:
     __slots__ = ("spec", "submitter", "deps", "missing", "state", "request", "shape",
-                 "worker", "on_ready")
+                 "worker", "on_ready", "owner_node")
 
     def __init__(self, spec, submitter, on_ready):
         self.spec = spec
@@ -30,6 +30,7 @@ class Task:
         self.request = None
         self.worker = None
         self.on_ready = on_ready
+        self.owner_node = None      # the node that forwarded this task here, if any
 
     def object_ready(self, entry):
         self.missing -= 1

@@ -1,0 +1,1 @@
+"""gRPC stubs generated at build time from rayx.proto (see setup.py)."""

@@ -1,0 +1,1 @@
+"""The global scheduler: placement of the tasks local schedulers pass up (head node)."""

@@ -1,0 +1,71 @@
+"""The global scheduler as a gRPC service (GlobalScheduler.Schedule).
+
+Stateless by design: it reads the nodes' heartbeats and the objects' locations
+from the GCS, and keeps only a short-lived count of the tasks it placed on each
+node since that node's last heartbeat, so a burst of placements spreads out.
+Any number of replicas could serve it; today the head raylet hosts one.
+"""
+import asyncio
+import time
+
+from rayx._core import codec
+from rayx.protos import rayx_pb2, rayx_pb2_grpc
+from rayx.scheduler.policy import choose_node
+
+NODES_CACHE_SECONDS = 0.05
+
+
+class GlobalSchedulerService(rayx_pb2_grpc.GlobalSchedulerServicer):
+    def __init__(self, gcs):
+        self.gcs = gcs
+        self._nodes = []
+        self._nodes_read_at = 0.0
+        self._placed_since = {}    # node id -> (heartbeat seen, tasks placed since)
+
+    async def _live_nodes(self):
+        now = time.monotonic()
+        if now - self._nodes_read_at > NODES_CACHE_SECONDS:
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(None, self.gcs.scan, "nodes")
+            nodes = [codec.loads(blob) for blob in rows.values()]
+            self._nodes = [n for n in nodes if n.get("state") == "ALIVE"]
+            self._nodes_read_at = now
+        return self._nodes
+
+    async def _input_locations(self, spec):
+        refs = spec.arg_refs()
+        if not refs:
+            return {}
+        loop = asyncio.get_running_loop()
+        locations = {}
+        for object_id in refs:
+            row = await loop.run_in_executor(None, self.gcs.hgetall, "object_locations", object_id)
+            locations[object_id] = {bytes(node): int(size) for node, size in row.items()}
+        return locations
+
+    def _extra_queued(self, nodes):
+        extra = {}
+        for node in nodes:
+            seen, count = self._placed_since.get(node["node_id"], (None, 0))
+            if seen != node.get("heartbeat"):
+                count = 0
+                self._placed_since[node["node_id"]] = (node.get("heartbeat"), 0)
+            extra[node["node_id"]] = count
+        return extra
+
+    async def Schedule(self, request, context):
+        nodes = await self._live_nodes()
+        by_id = {n["node_id"]: n for n in nodes}
+        extra = self._extra_queued(nodes)
+        reply = rayx_pb2.ScheduleReply()
+        for blob in request.specs:
+            spec = codec.loads(blob)
+            placement = choose_node(spec, nodes, await self._input_locations(spec), extra)
+            node = by_id.get(placement.node_id)
+            if node is not None:
+                extra[placement.node_id] = extra.get(placement.node_id, 0) + 1
+                seen, _ = self._placed_since.get(placement.node_id, (None, 0))
+                self._placed_since[placement.node_id] = (seen, extra[placement.node_id])
+            reply.placements.add(node_id=placement.node_id, infeasible=placement.infeasible,
+                                 grpc_address=node.get("grpc_address", "") if node else "")
+        return reply
