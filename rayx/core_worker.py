@@ -14,14 +14,17 @@ import itertools
 import os
 import sys
 import threading
+import time
 
 from rayx import protocol as p
 from rayx import serialization
 from rayx._core.ids import JobID, ObjectID, TaskID
-from rayx.exceptions import GetTimeoutError, ObjectLostError, RaySystemError
+from rayx.exceptions import (ArenaError, GetTimeoutError, ObjectExistsError, ObjectLostError,
+                             ObjectStoreFullError, RaySystemError)
 from rayx.object_ref import LocalRefCounter, ObjectRef
 
 INLINE_THRESHOLD = 100 * 1024
+STORE_FULL_TIMEOUT = 10.0
 
 
 class TaskContext:
@@ -267,15 +270,17 @@ class CoreWorker:
         return object_id, data, sobj.size, sobj.nested_refs
 
     def _write_arena(self, object_id, sobj):
-        from rayx.exceptions import ObjectExistsError
         arena = self.arena
         try:
-            view = arena.create_object(object_id, sobj.size)
+            view = self._create_in_arena(object_id, sobj.size)
         except ObjectExistsError:
             if arena.contains(object_id):
                 return  # a re-executed task made the same object again
-            arena.abort(object_id)
-            view = arena.create_object(object_id, sobj.size)
+            try:
+                arena.abort(object_id)   # an unsealed leftover of a crashed attempt
+            except ArenaError:
+                return                   # sealed, deleted, still pinned: the same bytes
+            view = self._create_in_arena(object_id, sobj.size)
         try:
             sobj.write_into(view)
         except BaseException:
@@ -284,6 +289,23 @@ class CoreWorker:
             raise
         del view
         arena.seal(object_id)
+
+    def _create_in_arena(self, object_id, size):
+        """create_object, waiting (up to STORE_FULL_TIMEOUT) for the raylet to make room."""
+        deadline = None
+        while True:
+            try:
+                return self.arena.create_object(object_id, size)
+            except ObjectStoreFullError:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + STORE_FULL_TIMEOUT
+                elif now > deadline:
+                    raise
+                # Sends our dropped refs first (same socket, in order), so the raylet
+                # frees what nobody refers to before it answers.
+                self.request("make_room", size)
+                time.sleep(0.005)
 
     # ------------------------------------------------------------ get
 

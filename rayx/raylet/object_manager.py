@@ -18,7 +18,7 @@ from rayx.raylet.objects import READY
 
 logger = logging.getLogger("rayx.raylet")
 
-CHUNK_SIZE = 4 << 20
+CHUNK_SIZE = 8 << 20
 PULL_TIMEOUT = 600.0
 
 
