@@ -380,6 +380,8 @@ class BatchWriter:
         self._retry = {}
         for conn, cmd in batch:
             per_conn.setdefault(conn, []).append(cmd)
+        for conn, cmds in per_conn.items():
+            per_conn[conn] = _merge_sets(cmds)
         ok = True
         for conn, cmds in per_conn.items():
             for start in range(0, len(cmds), self.max_batch):
@@ -400,6 +402,34 @@ class BatchWriter:
                         logger.error("GCS batch write %s %r to %s failed: %s",
                                      cmd[0], cmd[1][:80], conn.address, r)
         return ok
+
+
+def _merge_sets(cmds):
+    """Fold runs of consecutive SETs into one MSET each (one reply instead of many;
+    order between different commands is kept, and a later SET of a key still wins)."""
+    merged = []
+    run = []
+    for cmd in cmds:
+        if cmd[0] == "SET" and len(cmd) == 3:
+            run.append(cmd)
+            continue
+        if run:
+            merged.append(_mset(run))
+            run = []
+        merged.append(cmd)
+    if run:
+        merged.append(_mset(run))
+    return merged
+
+
+def _mset(run):
+    if len(run) == 1:
+        return run[0]
+    args = ["MSET"]
+    for _, key, value in run:
+        args.append(key)
+        args.append(value)
+    return tuple(args)
 
 
 class Subscription:

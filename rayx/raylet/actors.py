@@ -15,6 +15,10 @@ are retried when ``max_task_retries`` allows and fail with ActorDiedError
 otherwise; calls submitted meanwhile wait for the restart. States and restart
 counts are written to the GCS ``actors`` table and published on the
 ``actor_state`` channel.
+
+Non-detached actors die with their owner: the job's driver, or the worker
+process that created them. A call that arrives before its actor's creation
+task (another driver resolved the name first) waits for it for a while.
 """
 import heapq
 import logging
@@ -100,10 +104,17 @@ class ActorState:
         return not self.no_restart and (limit < 0 or self.restarts < limit)
 
 
+# How long a call to an actor this raylet has not heard of waits for the
+# actor's creation task to arrive (another driver may have resolved its name
+# before the creating driver's submission got here).
+UNKNOWN_ACTOR_GRACE = 30.0
+
+
 class ActorManager:
     def __init__(self, raylet):
         self.raylet = raylet
         self.actors = {}
+        self.unknown = {}      # actor id -> calls that arrived before its creation task
 
     # ------------------------------------------------------------ creation
 
@@ -111,9 +122,14 @@ class ActorManager:
         actor = self.actors.get(task.spec.actor_id)
         if actor is None:
             actor = self.actors[task.spec.actor_id] = ActorState(task)
+            # The first record is written at once (not batched), so that the
+            # actor's own code and any process given its handle can resolve it.
+            self._publish(actor, sync=True)
+            for call in self.unknown.pop(task.spec.actor_id, ()):
+                self.submit_call(call)
         else:
             actor.creation = task
-        self._publish(actor)
+            self._publish(actor)
 
     def placed(self, actor_id, worker):
         actor = self.actors.get(actor_id)
@@ -147,8 +163,11 @@ class ActorManager:
     def submit_call(self, task):
         spec = task.spec
         actor = self.actors.get(spec.actor_id)
-        if actor is None or actor.state == DEAD:
-            self._fail_call(actor, task, "the actor is dead" if actor else "no such actor on this node")
+        if actor is None:
+            self._hold_unknown(task)
+            return
+        if actor.state == DEAD:
+            self._reject(actor, task, actor.death_reason or "it has exited")
             return
         caller = actor.callers.get(spec.caller_id)
         if caller is None:
@@ -158,6 +177,27 @@ class ActorManager:
         self.raylet.track_dependencies(task)
         if not task.missing:
             self._pump(actor, caller)
+
+    def _hold_unknown(self, task):
+        actor_id = task.spec.actor_id
+        waiting = self.unknown.get(actor_id)
+        if waiting is None:
+            waiting = self.unknown[actor_id] = []
+            self.raylet.loop.call_later(UNKNOWN_ACTOR_GRACE, self._give_up_unknown, actor_id)
+        waiting.append(task)
+
+    def _give_up_unknown(self, actor_id):
+        for task in self.unknown.pop(actor_id, ()):
+            self._reject(None, task, "no such actor on this node (its creation never arrived)")
+
+    def _reject(self, actor, task, reason):
+        """Fail a call that never got queued: hold its inputs first, since finishing releases them."""
+        objects = self.raylet.objects
+        for object_id in task.deps:
+            objects.incref(object_id)
+        for object_id in task.spec.nested_refs:
+            objects.incref(object_id)
+        self._fail_call(actor, task, reason)
 
     def _pump(self, actor, caller):
         if actor.state != ALIVE:
@@ -215,6 +255,8 @@ class ActorManager:
         actor = self.actors.get(worker.actor_id)
         if actor is None or actor.state == DEAD:
             return
+        if actor.worker is not None and actor.worker is not worker:
+            return      # a previous incarnation's process, already handled
         actor.worker = None
         if not actor.death_reason:
             actor.death_reason = (f"the actor's worker process (pid={worker.pid}) died unexpectedly "
@@ -246,9 +288,14 @@ class ActorManager:
             return False
         if no_restart:
             actor.no_restart = True
-        actor.death_reason = "the actor was killed by rayx.kill()"
-        if actor.worker is not None and actor.worker.process.poll() is None:
-            actor.worker.process.send_signal(signal.SIGKILL)
+        if not actor.death_reason:
+            actor.death_reason = "the actor was killed by rayx.kill()"
+        worker = actor.worker
+        if worker is not None and worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGKILL)
+            # Handle the death now rather than when the socket closes, so that a
+            # call submitted after kill() returns never goes to the dead process.
+            self.raylet._worker_gone(worker, "was killed")
         elif actor.state in (PENDING, RESTARTING):
             self.raylet.cancel_queued(actor.creation)
             actor.no_restart = True
@@ -260,6 +307,17 @@ class ActorManager:
         for actor in list(self.actors.values()):
             if actor.job_id == job_id and not actor.spec.detached and actor.state != DEAD:
                 actor.death_reason = "the actor's owner (its driver) exited"
+                self.kill(actor.actor_id, no_restart=True)
+
+    def owner_died(self, worker):
+        """A worker process died: the non-detached actors it created die with it (as Ray)."""
+        conn = worker.conn
+        if conn is None:
+            return
+        for actor in list(self.actors.values()):
+            if actor.owner is conn and not actor.spec.detached and actor.state != DEAD:
+                actor.death_reason = (f"the actor's owner (the worker process pid={worker.pid} "
+                                      f"that created it) died")
                 self.kill(actor.actor_id, no_restart=True)
 
     def _mark_dead(self, actor):
@@ -298,7 +356,7 @@ class ActorManager:
 
     # ----------------------------------------------------------------- gcs
 
-    def _publish(self, actor):
+    def _publish(self, actor, sync=False):
         raylet = self.raylet
         if raylet.gcs_writer is None:
             return
@@ -319,5 +377,12 @@ class ActorManager:
             "death_reason": actor.death_reason,
         }
         data = codec.dumps(record)
-        raylet.gcs_writer.put("actors", actor.actor_id, data)
+        if sync and raylet.gcs is not None:
+            try:
+                raylet.gcs.put("actors", actor.actor_id, data)
+            except Exception:
+                logger.exception("writing the record of actor %s", actor.actor_id.hex())
+                raylet.gcs_writer.put("actors", actor.actor_id, data)
+        else:
+            raylet.gcs_writer.put("actors", actor.actor_id, data)
         raylet.gcs_writer.publish("actor_state", data)

@@ -11,6 +11,7 @@ its final state), object records and the node's heartbeat go to the GCS
 through a batched writer, never one round trip per task.
 """
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -514,14 +515,26 @@ class Raylet:
                     break
                 worker = pool.pop_idle()
                 if worker is None:
-                    resources.release(allocation)
-                    wanted_workers += len(queue)
+                    wanted_workers += self._runnable_now(queue, allocation)
                     break
                 queue.popleft()
                 self._run(task, worker, allocation)
         if wanted_workers:
             for _ in range(min(wanted_workers, MAX_STARTING_WORKERS) - pool.starting):
                 pool.start_worker()
+
+    def _runnable_now(self, queue, first_allocation):
+        """How many tasks at the head of ``queue`` the free resources could run now
+        (``first_allocation`` is already taken for the first); releases everything."""
+        taken = [first_allocation]
+        for task in itertools.islice(queue, 1, MAX_STARTING_WORKERS):
+            allocation = self.resources.try_acquire(task.request)
+            if allocation is None:
+                break
+            taken.append(allocation)
+        for allocation in taken:
+            self.resources.release(allocation)
+        return len(taken)
 
     def _run(self, task, worker, allocation):
         spec = task.spec
@@ -595,8 +608,6 @@ class Raylet:
             # An actor's constructor arguments stay alive for its restarts.
             self.release_inputs(task)
         self._finished_tasks += 1
-        if self.gcs_writer is not None:
-            self.gcs_writer.put("task_states", spec.task_id, b"FINISHED" if not results or not results[0][4] else b"FAILED")
 
     def release_inputs(self, task):
         objects = self.objects
@@ -605,9 +616,14 @@ class Raylet:
         for object_id in task.spec.nested_refs:
             objects.decref(object_id)
 
-    def _record_object(self, object_id, size):
+    def _record_object(self, object_id, size, copy=False):
+        """Object table: where the object was made (one SET, batched into an MSET),
+        and the nodes that pulled a copy (a hash)."""
         if self.gcs_writer is not None:
-            self.gcs_writer.hset("object_locations", object_id, self.node_id, str(size))
+            if copy:
+                self.gcs_writer.hset("object_copies", object_id, self.node_id, str(size))
+            else:
+                self.gcs_writer.put("objects", object_id, self.node_id + str(size).encode())
 
     # ------------------------------------------------------ between nodes
 
@@ -641,7 +657,7 @@ class Raylet:
     def object_arrived(self, object_id, data, size, nested, is_error):
         """A pull finished: the object is local now."""
         self.objects.mark_ready(object_id, data, size, nested, is_error)
-        self._record_object(object_id, size)
+        self._record_object(object_id, size, copy=True)
 
     def release_owner_pins(self, object_ids):
         for object_id in object_ids:

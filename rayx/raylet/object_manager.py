@@ -22,6 +22,17 @@ CHUNK_SIZE = 8 << 20
 PULL_TIMEOUT = 600.0
 
 
+def object_locations(gcs, object_id):
+    """{node id: size} of the nodes holding the object, from the GCS object table."""
+    locations = {}
+    primary = gcs.get("objects", object_id)
+    if primary:
+        locations[bytes(primary[:16])] = int(primary[16:] or 0)
+    for node, size in gcs.hgetall("object_copies", object_id).items():
+        locations[bytes(node)] = int(size)
+    return locations
+
+
 class ObjectManager:
     def __init__(self, raylet):
         self.raylet = raylet
@@ -60,10 +71,10 @@ class ObjectManager:
     async def _gcs_locations(self, object_id):
         loop = self.raylet.loop
         try:
-            row = await loop.run_in_executor(None, self.raylet.gcs.hgetall, "object_locations", object_id)
+            locations = await loop.run_in_executor(None, object_locations, self.raylet.gcs, object_id)
         except Exception:
             return []
-        return [bytes(node) for node in row]
+        return list(locations)
 
     async def _pull(self, source, object_id):
         raylet = self.raylet

@@ -10,6 +10,7 @@ import time
 
 from rayx._core import codec
 from rayx.protos import rayx_pb2, rayx_pb2_grpc
+from rayx.raylet.object_manager import object_locations
 from rayx.scheduler.policy import choose_node
 
 NODES_CACHE_SECONDS = 0.05
@@ -39,8 +40,7 @@ class GlobalSchedulerService(rayx_pb2_grpc.GlobalSchedulerServicer):
         loop = asyncio.get_running_loop()
         locations = {}
         for object_id in refs:
-            row = await loop.run_in_executor(None, self.gcs.hgetall, "object_locations", object_id)
-            locations[object_id] = {bytes(node): int(size) for node, size in row.items()}
+            locations[object_id] = await loop.run_in_executor(None, object_locations, self.gcs, object_id)
         return locations
 
     def _extra_queued(self, nodes):
