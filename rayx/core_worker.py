@@ -297,6 +297,8 @@ class CoreWorker:
             try:
                 return self.arena.create_object(object_id, size)
             except ObjectStoreFullError:
+                if size > self.arena.capacity:
+                    raise
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + STORE_FULL_TIMEOUT

@@ -26,6 +26,7 @@ from rayx.raylet.actors import ActorManager
 from rayx.raylet.object_manager import ObjectManager
 from rayx.raylet.peers import Peers
 from rayx.raylet.router import Router
+from rayx.raylet.spill import Spiller
 from rayx.raylet import worker_pool as wp
 from rayx.raylet.objects import ObjectTable, READY
 from rayx.raylet.resources import NodeResources
@@ -137,6 +138,7 @@ class Raylet:
         self.router = Router(self, self.peers)
         self.peers.refresh = self._refresh_peers
         self.object_manager = ObjectManager(self)
+        self.spiller = Spiller(arena, os.path.join(session_dir, "spill", node_id.hex()[:12]))
         self._grpc_server = None
         self._task_seconds = 0.0
         self._subscription = None
@@ -307,13 +309,23 @@ class Raylet:
 
     def _op_make_room(self, conn, nbytes):
         """A client could not fit ``nbytes``: its dropped refs were handled before this
-        request, so what nobody refers to is already freed. Returns the free bytes."""
+        request, so what nobody refers to is already freed; if that is not enough,
+        referenced objects are spilled to disk. Returns the largest free block."""
+        if self.arena.stats()["largest_free_block"] < nbytes:
+            self.spiller.make_room(self.objects, nbytes)
         return self.arena.stats()["largest_free_block"]
+
+    def ensure_in_arena(self, entry):
+        """Restore a spilled object before anyone is told to read it from the arena."""
+        if entry.spilled:
+            self.spiller.restore(self.objects, entry)
 
     def _op_status(self, conn):
         info = self._node_record()
         info["objects_detail"] = self.objects.stats()
         info["arena"] = self.arena.stats()
+        info["spilled_bytes"] = self.spiller.spilled_bytes
+        info["restored_bytes"] = self.spiller.restored_bytes
         return info
 
     # ----------------------------------------------------------- get / wait
@@ -359,6 +371,8 @@ class Raylet:
                     ready.append((object_id, None, True))
                 continue
             data = entry.data if request.with_data else None
+            if request.with_data and entry.spilled:
+                self.ensure_in_arena(entry)
             ready.append((object_id, data, entry.in_arena))
         conn.send((p.WAIT_REPLY, request.request_id, ready))
         self._unblock(conn.worker)
@@ -450,6 +464,8 @@ class Raylet:
         values = {}
         for object_id in task.deps:
             entry = objects.get(object_id)
+            if entry.spilled:
+                self.ensure_in_arena(entry)
             values[object_id] = None if entry.in_arena else entry.data
         return values
 
@@ -664,6 +680,8 @@ class Raylet:
             self.objects.decref(object_id)
 
     def _on_object_freed(self, entry):
+        if entry.spilled:
+            self.spiller.forget(entry)
         for node_id in entry.owner_pins or ():
             self.peers.free(node_id, entry.object_id)
 

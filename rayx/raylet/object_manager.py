@@ -140,6 +140,7 @@ class ObjectManager:
             yield rayx_pb2.ObjectChunk(found=True, inline=True, total_size=entry.size, data=entry.data,
                                        is_error=entry.is_error, nested_refs=list(entry.nested))
             return
+        raylet.ensure_in_arena(entry)
         buffer = raylet.arena.get(object_id)
         if buffer is None:
             yield rayx_pb2.ObjectChunk(found=False)

@@ -16,7 +16,8 @@ READY = 1
 
 class ObjectEntry:
     __slots__ = ("object_id", "state", "data", "size", "in_arena", "is_error",
-                 "refcount", "waiters", "nested", "ever_referenced", "remote_locations", "owner_pins")
+                 "refcount", "waiters", "nested", "ever_referenced", "remote_locations", "owner_pins",
+                 "spilled")
 
     def __init__(self, object_id):
         self.object_id = object_id
@@ -31,6 +32,7 @@ class ObjectEntry:
         self.ever_referenced = False
         self.remote_locations = set()   # other nodes known to hold a copy
         self.owner_pins = None          # nodes keeping their copy alive for us (we own it)
+        self.spilled = None             # path of its file while spilled out of the arena
 
     def add_owner_pin(self, node_id):
         if self.owner_pins is None:
