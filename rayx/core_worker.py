@@ -86,7 +86,7 @@ class CoreWorker:
         self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
         self.conn.start()
         self.conn.send_now((p.REGISTER, mode, worker_id, os.getpid(), job_id, job_info or {}))
-        if not self._registered.wait(60):
+        if not self.conn.wait_for(self._registered, 60):
             raise RaySystemError(f"the raylet at {socket_path} did not answer the registration")
         from rayx._core.store import Arena
         self.arena = Arena.attach(self.node_info["arena_path"])
@@ -149,7 +149,7 @@ class CoreWorker:
         request_id = next(self._request_ids)
         pending = self._requests[request_id] = _Pending()
         self.conn.send_now((p.REQUEST, request_id, op, args))
-        if not pending.event.wait(timeout):
+        if not self.conn.wait_for(pending.event, timeout):
             self._requests.pop(request_id, None)
             raise GetTimeoutError(f"the raylet did not answer {op!r} within {timeout} s")
         if not pending.ok:
@@ -364,7 +364,7 @@ class CoreWorker:
         request_id = next(self._request_ids)
         pending = self._requests[request_id] = _Pending()
         self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data, fetch))
-        if not pending.event.wait(timeout):
+        if not self.conn.wait_for(pending.event, timeout):
             self._requests.pop(request_id, None)
             self.conn.send_now((p.CANCEL_WAIT, request_id))
             return None

@@ -27,8 +27,10 @@ raylet -> client
   EXIT          reason                                  -- the worker should exit
 """
 import os
+import select
 import socket
 import threading
+import time
 
 from rayx._core import codec
 
@@ -57,17 +59,24 @@ class ConnectionClosed(ConnectionError):
 
 
 class RayletConnection:
-    """The client end of a raylet socket: coalesced sends, one reader thread.
+    """The client end of a raylet socket: coalesced sends, and replies read by
+    the thread that waits for them.
 
     ``send`` only appends to a buffer; a writer thread (or ``flush`` from a
     thread about to block) writes everything pending with one ``sendall``, so a
     burst of submissions costs one system call. Before each write the
     ``before_flush`` hook may prepend and append messages (the core worker uses
-    it for reference-count updates). Received messages go to ``on_message``
-    on the reader thread.
+    it for reference-count updates).
+
+    Reading: a thread that needs a reply (``wait_for``) reads the socket itself
+    and dispatches what arrives to ``on_message``, so a reply wakes the waiting
+    thread directly instead of a reader thread that would then wake it. Threads
+    take turns through a lock; one that finds the lock taken waits for its
+    reply to be dispatched by the reader of the moment. A drainer thread reads
+    what arrives while nobody waits (log lines, replies that complete futures).
     """
 
-    def __init__(self, path, on_message, on_close, before_flush=None):
+    def __init__(self, path, on_message, on_close, before_flush=None, drain_interval=0.02):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)
         self._on_message = on_message
@@ -75,15 +84,19 @@ class RayletConnection:
         self._before_flush = before_flush
         self._pending = []
         self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._frames = codec.FrameReader()
         self._wakeup = threading.Condition(threading.Lock())
         self._writer_scheduled = False
         self._closed = False
+        self._close_reported = False
+        self._drain_interval = drain_interval
         self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
-        self._reader = threading.Thread(target=self._read_loop, name="rayx-reader", daemon=True)
+        self._drainer = threading.Thread(target=self._drain_loop, name="rayx-drainer", daemon=True)
 
     def start(self):
         self._writer.start()
-        self._reader.start()
+        self._drainer.start()
 
     @property
     def closed(self):
@@ -133,20 +146,58 @@ class RayletConnection:
                 import traceback
                 traceback.print_exc()
 
-    def _read_loop(self):
-        reader = codec.FrameReader()
-        sock = self._sock
+    # ------------------------------------------------------------- reading
+
+    def wait_for(self, event, timeout=None):
+        """Block until ``event`` is set (by a dispatched message) or ``timeout`` passes;
+        reading the socket meanwhile when no other thread is. Returns event.is_set()."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not event.is_set():
+            if self._closed:
+                return event.is_set()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            step = 0.05 if remaining is None else min(remaining, 0.05)
+            if self._read_lock.acquire(False):
+                try:
+                    if not event.is_set():
+                        self._read_some(step)
+                finally:
+                    self._read_lock.release()
+            else:
+                event.wait(min(step, 0.002))
+        return True
+
+    def _read_some(self, timeout):
+        """Read what arrives within ``timeout`` and dispatch it (caller holds the read lock)."""
         try:
-            while True:
-                data = sock.recv(_RECV_SIZE)
-                if not data:
-                    break
-                for message in reader.feed(data):
-                    self._on_message(message)
-        except OSError:
-            pass
-        finally:
-            self._closed = True
+            readable, _, _ = select.select([self._sock], [], [], timeout)
+            if not readable:
+                return
+            data = self._sock.recv(_RECV_SIZE)
+        except (OSError, ValueError):
+            data = b""
+        if not data:
+            self._report_close()
+            return
+        for message in self._frames.feed(data):
+            self._on_message(message)
+
+    def _drain_loop(self):
+        while not self._closed:
+            time.sleep(self._drain_interval)
+            if self._read_lock.acquire(False):
+                try:
+                    self._read_some(0)
+                finally:
+                    self._read_lock.release()
+        self._report_close()
+
+    def _report_close(self):
+        self._closed = True
+        if not self._close_reported:
+            self._close_reported = True
             with self._wakeup:
                 self._wakeup.notify()
             self._on_close()
@@ -159,15 +210,16 @@ class RayletConnection:
         except ConnectionClosed:
             pass
         self._closed = True
+        self._close_reported = True
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self._sock.close()
         with self._wakeup:
             self._wakeup.notify()
-        if self._reader.is_alive() and threading.current_thread() is not self._reader:
-            self._reader.join(timeout=5)
+        if self._drainer.is_alive() and threading.current_thread() is not self._drainer:
+            self._drainer.join(timeout=5)
+        self._sock.close()
 
 
 def socket_path(session_dir, node_name="raylet"):
