@@ -37,6 +37,7 @@ class ActorExit(BaseException):
 class Executor:
     def __init__(self):
         self.queue = queue.SimpleQueue()
+        self._has_work = threading.Event()
         self.core = None
         self.actor = None            # the actor instance this worker hosts
         self.actor_spec = None
@@ -44,14 +45,27 @@ class Executor:
         self._loop = None            # async actors
         self._async_slots = None     # an asyncio.Semaphore, made on the loop
         self._async_limit = 1000
+        self._namespaces = {}        # job id -> that job's namespace
 
     def submit(self, message):
         self.queue.put(message)
+        self._has_work.set()
+
+    def _next_message(self):
+        """The next message to act on; the main thread reads the raylet socket meanwhile
+        (so its replies and new work reach it without a thread hand-off)."""
+        while True:
+            try:
+                return self.queue.get_nowait()
+            except queue.Empty:
+                self._has_work.clear()
+                if self.queue.empty():
+                    self.core.conn.wait_for(self._has_work)
 
     def run(self, core):
         self.core = core
         while True:
-            message = self.queue.get()
+            message = self._next_message()
             if message[0] == p.EXIT:
                 return
             _, spec, values, gpu_ids = message
@@ -69,6 +83,7 @@ class Executor:
         core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
         retryable = False
         try:
+            self._enter_namespace(spec.job_id)
             fn = core.load_function(spec.function_id, spec.job_id)
             args, kwargs = self.resolve_args(spec, values)
             if spec.task_type == codec.ACTOR_CREATION_TASK:
@@ -79,6 +94,10 @@ class Executor:
             else:
                 result = fn(*args, **kwargs)
             results = self.store_results(spec, result)
+        except ActorExit:
+            # exit_actor() in the constructor: the actor ends for good (no restart).
+            self.actor_spec = spec
+            self._exit_actor(spec, "the actor called exit_actor() in its constructor")
         except Exception as exc:
             results = self.error_results(spec, exc)
             retryable = spec.retry_exceptions
@@ -87,6 +106,24 @@ class Executor:
         finally:
             core.leave_task()
         core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+
+    def _enter_namespace(self, job_id):
+        """Run as the job's namespace, so names (named actors, get_actor) resolve as in its driver.
+
+        A worker runs one job's task at a time, and an actor belongs to one job for life.
+        """
+        namespace = self._namespaces.get(job_id)
+        if namespace is None:
+            namespace = ""
+            try:
+                blob = self.core.gcs.get("jobs", job_id)
+                if blob:
+                    namespace = codec.loads(blob).get("namespace") or ""
+            except Exception:
+                pass
+            self._namespaces[job_id] = namespace
+        from rayx import api
+        api._namespace = namespace or None
 
     def _constructor_failed(self, spec, results):
         """Report the actor dead with its constructor's error, then exit."""
@@ -165,7 +202,7 @@ class Executor:
             for _, member in inspect.getmembers(cls, predicate=inspect.isfunction))
         if is_async:
             self._loop = asyncio.new_event_loop()
-            self._async_limit = spec.max_concurrency if spec.max_concurrency > 1 else 1000
+            self._async_limit = spec.max_concurrency or 1000
             threading.Thread(target=self._loop.run_forever, name="rayx-actor-loop", daemon=True).start()
         elif spec.max_concurrency > 1:
             self._pool = concurrent.futures.ThreadPoolExecutor(spec.max_concurrency,
