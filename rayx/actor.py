@@ -128,7 +128,8 @@ class ActorClass:
         placement = opts.resource_request(options, 1)
         lifetime = opts.resource_request(options, 0)
         detached = options.get("lifetime") == "detached"
-        max_concurrency = options.get("max_concurrency") or 1
+        # 0 means "not given": 1 for a plain actor, 1000 for an async one (as Ray).
+        max_concurrency = options.get("max_concurrency") or 0
         spec = codec.TaskSpec(
             task_type=codec.ACTOR_CREATION_TASK,
             task_id=task_id.binary(),

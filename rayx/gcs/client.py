@@ -395,7 +395,7 @@ class BatchWriter:
                     ok = False
                     break
                 self.pipelines += 1
-                self.writes += len(chunk)
+                self.writes += sum((len(cmd) - 1) // 2 if cmd[0] == "MSET" else 1 for cmd in chunk)
                 for cmd, r in zip(chunk, replies):
                     if isinstance(r, RedisError):
                         self.errors += 1
