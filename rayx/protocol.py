@@ -91,6 +91,8 @@ class RayletConnection:
         self._closed = False
         self._close_reported = False
         self._drain_interval = drain_interval
+        self.writes = 0              # sendall calls so far (coalescing is visible here)
+        self.messages_sent = 0
         self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
         self._drainer = threading.Thread(target=self._drain_loop, name="rayx-drainer", daemon=True)
 
@@ -124,6 +126,8 @@ class RayletConnection:
             if self._before_flush is not None:
                 pending = self._before_flush(pending)
             if pending:
+                self.writes += 1
+                self.messages_sent += len(pending)
                 try:
                     self._sock.sendall(codec.pack_frames(pending))
                 except OSError as exc:

@@ -273,3 +273,14 @@ def test_stdout_is_forwarded_with_prefix(rayx_start, capfd):
         time.sleep(0.05)
     assert f"(chatty pid={pid}) hello from a task" in out
     assert f"(chatty pid={pid}) to stderr" in err
+
+
+def test_a_burst_of_submissions_is_coalesced(rayx_start):
+    conn = rayx.api._worker.conn
+    writes, messages = conn.writes, conn.messages_sent
+    refs = [add_one.remote(i) for i in range(10_000)]
+    assert rayx.get(refs[-1], timeout=300) == 10_000
+    burst_writes = conn.writes - writes
+    assert conn.messages_sent - messages >= 10_000
+    assert burst_writes < 1_000, f"{burst_writes} writes for 10,000 submissions"
+    del refs
