@@ -57,6 +57,39 @@ def write_token(session_dir, token):
     return path
 
 
+def sweep_stale_arenas():
+    """Unlink /dev/shm/rayx-* arenas that no live process maps (their raylet was
+    SIGKILLed before it could unlink them). Returns the paths removed."""
+    try:
+        names = [n for n in os.listdir("/dev/shm") if n.startswith("rayx-")]
+    except OSError:
+        return []
+    if not names:
+        return []
+    mapped = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                for line in f:
+                    if "/dev/shm/rayx-" in line:
+                        mapped.add(line.rsplit("/", 1)[-1].strip())
+        except OSError:
+            continue
+    removed = []
+    for name in names:
+        if name not in mapped:
+            path = os.path.join("/dev/shm", name)
+            try:
+                if time.time() - os.stat(path).st_mtime > 5:   # not one being created now
+                    os.unlink(path)
+                    removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
 def read_token(session_dir):
     with open(os.path.join(session_dir, "token")) as f:
         return f.read().strip()
@@ -108,6 +141,7 @@ class Node:
         self.arena_path = f"/dev/shm/rayx-{os.path.basename(self.session_dir)[-16:]}-{secrets.token_hex(4)}"
 
     def start(self, timeout=30.0):
+        sweep_stale_arenas()
         try:
             if self.head:
                 write_token(self.session_dir, self.password)

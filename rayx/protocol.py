@@ -52,6 +52,7 @@ LOG = 54
 EXIT = 55
 
 _RECV_SIZE = 1 << 20
+EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once
 
 
 class ConnectionClosed(ConnectionError):
@@ -91,6 +92,7 @@ class RayletConnection:
         self._closed = False
         self._close_reported = False
         self._drain_interval = drain_interval
+        self._last_flush = 0.0
         self.writes = 0              # sendall calls so far (coalescing is visible here)
         self.messages_sent = 0
         self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
@@ -105,8 +107,15 @@ class RayletConnection:
         return self._closed
 
     def send(self, message):
-        """Queue a message; the writer thread sends it soon, coalesced with others."""
+        """Queue a message. Sent at once when the connection has been quiet (a lone
+        call), else by the writer thread soon, coalesced with the rest of the burst."""
         self._pending.append(message)
+        if time.monotonic() - self._last_flush > EAGER_GAP and self._write_lock.acquire(False):
+            try:
+                self._flush_locked()
+            finally:
+                self._write_lock.release()
+            return
         if not self._writer_scheduled:
             with self._wakeup:
                 self._writer_scheduled = True
@@ -119,20 +128,24 @@ class RayletConnection:
 
     def flush(self):
         with self._write_lock:
-            if self._closed:
-                raise ConnectionClosed("the connection to the raylet is closed")
-            pending = self._pending
-            self._pending = []
-            if self._before_flush is not None:
-                pending = self._before_flush(pending)
-            if pending:
-                self.writes += 1
-                self.messages_sent += len(pending)
-                try:
-                    self._sock.sendall(codec.pack_frames(pending))
-                except OSError as exc:
-                    self._closed = True
-                    raise ConnectionClosed(f"lost the connection to the raylet: {exc}") from exc
+            self._flush_locked()
+
+    def _flush_locked(self):
+        if self._closed:
+            raise ConnectionClosed("the connection to the raylet is closed")
+        pending = self._pending
+        self._pending = []
+        if self._before_flush is not None:
+            pending = self._before_flush(pending)
+        self._last_flush = time.monotonic()
+        if pending:
+            self.writes += 1
+            self.messages_sent += len(pending)
+            try:
+                self._sock.sendall(codec.pack_frames(pending))
+            except OSError as exc:
+                self._closed = True
+                raise ConnectionClosed(f"lost the connection to the raylet: {exc}") from exc
 
     def _write_loop(self):
         while not self._closed:

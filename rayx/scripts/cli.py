@@ -139,5 +139,33 @@ def format_status(infos):
     return "\n".join(lines)
 
 
+
+@main.command()
+@click.option("--filter", "filters", multiple=True,
+              help="Run only rows whose name contains this substring (repeatable, or comma-separated).")
+@click.option("--exclude", "excludes", multiple=True,
+              help="Skip rows whose name contains this substring (repeatable, or comma-separated).")
+@click.option("--json", "json_path", default=None, help="Write the results (with cpu count, date, version) here.")
+@click.option("--round-seconds", default=2.0, show_default=True, type=float,
+              help="Minimum length of each of the measured rounds (Ray uses 2 s).")
+@click.option("--rounds", default=4, show_default=True, type=int, help="Measured rounds per row.")
+@click.option("--initial-sleep", default=0.0, show_default=True, type=float,
+              help="Seconds to sleep before each row (Ray sleeps 10).")
+@click.option("--quick", is_flag=True, help="Smoke-test mode: 0.05 s rounds, 2 rounds.")
+def microbenchmark(filters, excludes, json_path, round_seconds, rounds, initial_sleep, quick):
+    """Run the workloads of `ray microbenchmark` on a fresh local rayx cluster."""
+    import rayx
+    from rayx._private import microbenchmark as bench
+    if quick:
+        round_seconds, rounds = 0.05, 2
+    if not bench.select(list(filters), list(excludes)):
+        raise click.UsageError("no benchmark matches the filter; names are:\n  " + "\n  ".join(bench.ROW_NAMES))
+    report = bench.run(rayx, filter=list(filters), exclude=list(excludes), round_seconds=round_seconds,
+                       rounds=rounds, initial_sleep=initial_sleep, json_path=json_path,
+                       out=lambda line: click.echo(line))
+    if report["failed"]:
+        raise click.ClickException(f"{len(report['failed'])} benchmark(s) failed: "
+                                   + ", ".join(f["name"] for f in report["failed"]))
+
 if __name__ == "__main__":
     sys.exit(main())
