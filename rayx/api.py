@@ -7,6 +7,7 @@ A driver process has one CoreWorker connected to the raylet of its node.
 ``rayx start`` launched.
 """
 import atexit
+import operator
 import os
 import sys
 import threading
@@ -17,6 +18,7 @@ from rayx._core import codec
 from rayx.object_ref import ObjectRef
 
 _lock = threading.RLock()
+_object_id_of = operator.attrgetter("_id")
 _worker = None      # this process's CoreWorker
 _node = None        # the Node this driver started, if any
 _gcs = None
@@ -198,10 +200,11 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """(ready, not_ready) lists, in input order, once ``num_returns`` refs are ready or time is up."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
-    for ref in object_refs:
-        if not isinstance(ref, ObjectRef):
-            raise TypeError(f"wait() expects ObjectRefs, got a {type(ref).__name__} in the list")
-    if len(set(object_refs)) != len(object_refs):
+    types = set(map(type, object_refs))
+    if types - {ObjectRef}:
+        bad = next(t for t in types if t is not ObjectRef)
+        raise TypeError(f"wait() expects ObjectRefs, got a {bad.__name__} in the list")
+    if len(set(map(_object_id_of, object_refs))) != len(object_refs):
         raise ValueError("Wait requires a list of unique object refs.")
     if not isinstance(num_returns, int) or num_returns < 0:
         raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")

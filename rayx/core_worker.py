@@ -11,6 +11,7 @@ serialized bytes for as long as it holds a ref to them.
 import hashlib
 import contextvars
 import itertools
+import operator
 import os
 import sys
 import threading
@@ -25,6 +26,9 @@ from rayx.object_ref import LocalRefCounter, ObjectRef
 
 INLINE_THRESHOLD = 100 * 1024
 STORE_FULL_TIMEOUT = 10.0
+
+
+_object_id_of = operator.attrgetter("_id")
 
 
 class TaskContext:
@@ -74,6 +78,7 @@ class CoreWorker:
         self._requests = {}
         self._request_ids = itertools.count(1)
         self._values = {}
+        self._known_local = set()    # ids of objects known to be on this node (while held)
         self._actor_seqs = {}
         self._seq_lock = threading.Lock()
         self._functions = {}
@@ -139,8 +144,10 @@ class CoreWorker:
         out.extend(pending)
         if removed:
             values = self._values
+            known = self._known_local
             for object_id in removed:
                 values.pop(object_id, None)
+                known.discard(object_id)
             out.append((p.REFS, (), removed))
         return out
 
@@ -344,18 +351,31 @@ class CoreWorker:
         return results
 
     def wait(self, refs, num_returns, timeout, fetch_local=True):
-        object_ids = [ref.binary() for ref in refs]
-        values = self._values
-        ready = {oid for oid in object_ids if oid in values}
+        """(ready, not ready) refs in input order. Set operations, not per-ref Python
+        loops, so that waiting repeatedly on a long list stays cheap."""
+        object_ids = list(map(_object_id_of, refs))
+        known = self._known_local
+        ready = known.intersection(object_ids)
+        ready.update(self._values.keys() & object_ids)
         if len(ready) < num_returns:
-            reply = self._wait_raylet(object_ids, num_returns, False, timeout, fetch_local)
+            rest = [oid for oid in object_ids if oid not in ready]
+            reply = self._wait_raylet(rest, num_returns - len(ready), False, timeout, fetch_local)
             if reply is None:
-                reply = self._wait_raylet(object_ids, 0, False, None, fetch_local)
-            ready.update(object_id for object_id, _, _ in reply)
-        ready_refs, not_ready = [], []
-        for ref in refs:
-            if ref.binary() in ready and len(ready_refs) < num_returns:
+                reply = self._wait_raylet(rest, 0, False, None, fetch_local)
+            arrived = [object_id for object_id, _, _ in reply]
+            ready.update(arrived)
+            if fetch_local:
+                # The raylet reports every requested object that is ready; remember them
+                # (while we hold refs) so the next wait on the rest needs no round trip.
+                known.update(arrived)
+        ready_refs = []
+        not_ready = []
+        for position, ref in enumerate(refs):
+            if ref._id in ready:
                 ready_refs.append(ref)
+                if len(ready_refs) == num_returns:
+                    not_ready.extend(refs[position + 1:])
+                    break
             else:
                 not_ready.append(ref)
         return ready_refs, not_ready
