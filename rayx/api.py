@@ -345,3 +345,19 @@ def available_resources():
 def get_gpu_ids():
     value = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     return [int(x) for x in value.split(",") if x.strip().isdigit()]
+
+
+# ---------------------------------------------------------------- timeline
+
+def timeline(filename=None):
+    """The cluster's task events as a Chrome trace (chrome://tracing, Perfetto): a list
+    of events, or, given ``filename``, written there as JSON (and None returned)."""
+    from rayx.util import state
+    _global_worker()
+    events = state.timeline_events(gcs=_gcs)
+    if filename is None:
+        return events
+    import json
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None

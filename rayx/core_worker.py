@@ -88,6 +88,8 @@ class CoreWorker:
         self._closed = False
         self.node_info = None
         self.on_execute = on_execute
+        self.on_block = None         # worker: called before a get that may block, and after
+        self.on_unblock = None
         self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
         self.conn.start()
         self.conn.send_now((p.REGISTER, mode, worker_id, os.getpid(), job_id, job_info or {}))
@@ -383,11 +385,18 @@ class CoreWorker:
     def _wait_raylet(self, object_ids, num_ready, with_data, timeout, fetch=True):
         request_id = next(self._request_ids)
         pending = self._requests[request_id] = _Pending()
-        self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data, fetch))
-        if not self.conn.wait_for(pending.event, timeout):
-            self._requests.pop(request_id, None)
-            self.conn.send_now((p.CANCEL_WAIT, request_id))
-            return None
+        blocking = self.on_block is not None and num_ready > 0
+        if blocking:
+            self.on_block()
+        try:
+            self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data, fetch))
+            if not self.conn.wait_for(pending.event, timeout):
+                self._requests.pop(request_id, None)
+                self.conn.send_now((p.CANCEL_WAIT, request_id))
+                return None
+        finally:
+            if blocking:
+                self.on_unblock()
         if not pending.ok:
             raise RaySystemError(pending.result)
         return pending.result

@@ -26,6 +26,7 @@ from rayx import serialization
 from rayx._core import codec
 from rayx._core.ids import TaskID
 from rayx.exceptions import ActorDiedError, ObjectLostError, RayTaskError
+from rayx.task_events import TaskEvents, _now
 
 TERMINATE_METHOD = "__ray_terminate__"
 
@@ -38,6 +39,7 @@ class Executor:
     def __init__(self):
         self.queue = queue.SimpleQueue()
         self._has_work = threading.Event()
+        self._blocked = 0            # depth of gets the running task is blocked in
         self.core = None
         self.actor = None            # the actor instance this worker hosts
         self.actor_spec = None
@@ -46,10 +48,37 @@ class Executor:
         self._async_slots = None     # an asyncio.Semaphore, made on the loop
         self._async_limit = 1000
         self._namespaces = {}        # job id -> that job's namespace
+        self._events = None          # TaskEvents: one record per task run (rayx list tasks, timeline)
 
     def submit(self, message):
+        if self._blocked and message[0] == p.EXECUTE and message[1].task_type == codec.NORMAL_TASK:
+            # We are blocked in get: tasks queued behind the current one go back to
+            # the raylet, or they could wait on us while we wait on them.
+            self.core.conn.send((p.GIVE_BACK, [message[1].task_id]))
+            return
         self.queue.put(message)
         self._has_work.set()
+
+    def before_blocking(self):
+        """The running task is about to wait in get: give back the tasks queued here."""
+        self._blocked += 1
+        kept, given = [], []
+        while True:
+            try:
+                message = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if message[0] == p.EXECUTE and message[1].task_type == codec.NORMAL_TASK:
+                given.append(message[1].task_id)
+            else:
+                kept.append(message)
+        for message in kept:
+            self.queue.put(message)
+        if given:
+            self.core.conn.send((p.GIVE_BACK, given))
+
+    def after_blocking(self):
+        self._blocked -= 1
 
     def _next_message(self):
         """The next message to act on; the main thread reads the raylet socket meanwhile
@@ -64,9 +93,11 @@ class Executor:
 
     def run(self, core):
         self.core = core
+        self._events = TaskEvents(core)
         while True:
             message = self._next_message()
             if message[0] == p.EXIT:
+                self._events.flush()
                 return
             _, spec, values, gpu_ids = message
             if spec.task_type == codec.ACTOR_TASK:
@@ -82,6 +113,7 @@ class Executor:
         core = self.core
         core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
         retryable = False
+        start, error = _now(), None
         try:
             self._enter_namespace(spec.job_id)
             fn = core.load_function(spec.function_id, spec.job_id)
@@ -97,14 +129,18 @@ class Executor:
         except ActorExit:
             # exit_actor() in the constructor: the actor ends for good (no restart).
             self.actor_spec = spec
+            self._events.record(spec, start, ActorExit)
             self._exit_actor(spec, "the actor called exit_actor() in its constructor")
         except Exception as exc:
+            error = type(exc)      # the class: keeping the exception would keep its frames
             results = self.error_results(spec, exc)
             retryable = spec.retry_exceptions
             if spec.task_type == codec.ACTOR_CREATION_TASK:
+                self._events.record(spec, start, error)
                 self._constructor_failed(spec, results)
         finally:
             core.leave_task()
+        self._events.record(spec, start, error)
         core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
 
     def _enter_namespace(self, job_id):
@@ -131,8 +167,10 @@ class Executor:
         error = ActorDiedError(f"The actor {spec.function_name} is dead: its constructor raised "
                                f"{cause}", actor_id=spec.actor_id.hex(), cause=cause)
         death = serialization.serialize_error(error).to_bytes()
-        self.core.conn.send((p.TASK_DONE, spec.task_id, results, False))
-        self.core.conn.send_now((p.ACTOR_EXIT, spec.actor_id, "its constructor raised", death))
+        self._events.flush()
+        # One write: the raylet must see the exit before it could route another call here.
+        self.core.conn.send_all_now([(p.TASK_DONE, spec.task_id, results, False),
+                                     (p.ACTOR_EXIT, spec.actor_id, "its constructor raised", death)])
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
@@ -237,17 +275,21 @@ class Executor:
         core = self.core
         core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
         retryable = False
+        start, error = _now(), None
         try:
             args, kwargs = self.resolve_args(spec, values)
             result = getattr(self.actor, spec.method_name)(*args, **kwargs)
             results = self.store_results(spec, result)
         except ActorExit:
+            self._events.record(spec, start, ActorExit)
             self._exit_actor(spec, "the actor called exit_actor()")
         except Exception as exc:
+            error = type(exc)      # the class: keeping the exception would keep its frames
             results = self.error_results(spec, exc)
             retryable = spec.retry_exceptions
         finally:
             core.leave_task()
+        self._events.record(spec, start, error)
         core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
 
     async def _run_async_call(self, spec, values):
@@ -260,6 +302,7 @@ class Executor:
         core = self.core
         core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
         retryable = False
+        start, error = _now(), None
         try:
             args, kwargs = self.resolve_args(spec, values)
             result = getattr(self.actor, spec.method_name)(*args, **kwargs)
@@ -267,23 +310,28 @@ class Executor:
                 result = await result
             results = self.store_results(spec, result)
         except ActorExit:
+            self._events.record(spec, start, ActorExit)
             self._exit_actor(spec, "the actor called exit_actor()")
         except Exception as exc:
+            error = type(exc)      # the class: keeping the exception would keep its frames
             results = self.error_results(spec, exc)
             retryable = spec.retry_exceptions
         finally:
             core.leave_task()
+        self._events.record(spec, start, error)
         core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
 
     def _exit_actor(self, spec, reason):
         """End this actor for good: the current call fails, the raylet is told, the process exits."""
         error = ActorDiedError(f"The actor {self.actor_spec.function_name} is dead: {reason}.")
         if spec.method_name != TERMINATE_METHOD:
-            self.core.conn.send((p.TASK_DONE, spec.task_id, self.fixed_error_results(spec, error), False))
+            done = (p.TASK_DONE, spec.task_id, self.fixed_error_results(spec, error), False)
         else:
-            self.core.conn.send((p.TASK_DONE, spec.task_id, self.store_results(spec, None), False))
+            done = (p.TASK_DONE, spec.task_id, self.store_results(spec, None), False)
+        self._events.flush()
         try:
-            self.core.conn.send_now((p.ACTOR_EXIT, spec.actor_id, reason, b""))
+            # One write: the raylet must see the exit before it could route another call here.
+            self.core.conn.send_all_now([done, (p.ACTOR_EXIT, spec.actor_id, reason, b"")])
         except Exception:
             pass
         sys.stdout.flush()

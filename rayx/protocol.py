@@ -18,6 +18,8 @@ client -> raylet
   REFS          [added object ids], [removed object ids]
   REQUEST       request_id, op (str), args (tuple)      -- small control calls
   ACTOR_EXIT    actor_id, reason                        -- the actor ends itself (no restart)
+  GIVE_BACK     [task_id]                               -- queued tasks a worker will not start
+                                                           (it is about to block in get)
 raylet -> client
   REGISTERED    info dict (node_id, arena path, job_id, session_dir, ...)
   EXECUTE       TaskSpec, {object_id: data | None}, gpu_ids
@@ -43,6 +45,7 @@ TASK_DONE = 6
 REFS = 7
 REQUEST = 8
 ACTOR_EXIT = 9
+GIVE_BACK = 10
 
 REGISTERED = 50
 EXECUTE = 51
@@ -120,6 +123,11 @@ class RayletConnection:
             with self._wakeup:
                 self._writer_scheduled = True
                 self._wakeup.notify()
+
+    def send_all_now(self, messages):
+        """Queue several messages and write them (and everything pending) in one write."""
+        self._pending.extend(messages)
+        self.flush()
 
     def send_now(self, message):
         """Queue a message and write everything pending before returning."""

@@ -35,6 +35,8 @@ logger = logging.getLogger("rayx.raylet")
 
 HEARTBEAT_INTERVAL = 0.1
 MAX_STARTING_WORKERS = 4
+PIPELINE_DEPTH = 4        # tasks in flight per worker when every CPU is busy
+PIPELINE_MAX_SECONDS = 0.002   # only functions measured to run shorter than this are pipelined
 
 
 class ClientConnection(asyncio.Protocol):
@@ -141,6 +143,7 @@ class Raylet:
         self.spiller = Spiller(arena, os.path.join(session_dir, "spill", node_id.hex()[:12]))
         self._grpc_server = None
         self._task_seconds = 0.0
+        self._durations = {}           # function id -> average seconds per run
         self._subscription = None
         self._handlers = {
             p.REGISTER: self._on_register,
@@ -152,6 +155,7 @@ class Raylet:
             p.REFS: self._on_refs,
             p.REQUEST: self._on_request,
             p.ACTOR_EXIT: self._on_actor_exit,
+            p.GIVE_BACK: self._on_give_back,
         }
 
     # ------------------------------------------------------------------ life
@@ -538,6 +542,62 @@ class Raylet:
         if wanted_workers:
             for _ in range(min(wanted_workers, MAX_STARTING_WORKERS) - pool.starting):
                 pool.start_worker()
+        elif any(self.ready.queues.values()):
+            self._pipeline()
+
+    def _pipeline(self):
+        """Every CPU is busy: queue more tasks behind running ones of the same shape,
+        so a worker goes from one task to the next without a round trip to us."""
+        busy = {}
+        short = self._is_short
+        for worker in self.pool.workers.values():
+            task = worker.task
+            if (task is not None and worker.state == wp.BUSY and not worker.conn.waits
+                    and task.spec.task_type == codec.NORMAL_TASK and short(task)
+                    and len(worker.queued) < PIPELINE_DEPTH - 1):
+                busy.setdefault(task.shape, []).append(worker)
+        for shape, workers in busy.items():
+            queue = self.ready.queues.get(shape)
+            while queue and workers:
+                workers.sort(key=lambda w: len(w.queued))
+                worker = workers[0]
+                task = queue[0]
+                if task.spec.task_type != codec.NORMAL_TASK or not short(task):
+                    break     # long or unknown tasks never wait behind others
+                queue.popleft()
+                task.state = t.RUNNING
+                task.worker = worker
+                worker.queued.append(task)
+                worker.conn.send((p.EXECUTE, task.spec, self.argument_values(task), worker.allocation.gpu_ids()))
+                if len(worker.queued) >= PIPELINE_DEPTH - 1:
+                    workers.pop(0)
+
+    def _is_short(self, task):
+        seconds = self._durations.get(task.spec.function_id)
+        return seconds is not None and seconds < PIPELINE_MAX_SECONDS
+
+    def _record_duration(self, task):
+        """Running average of each function's run time (for pipelining and heartbeats)."""
+        seconds = self.loop.time() - task.started
+        function_id = task.spec.function_id
+        previous = self._durations.get(function_id)
+        self._durations[function_id] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        self._task_seconds = seconds if not self._task_seconds else 0.95 * self._task_seconds + 0.05 * seconds
+
+    def _on_give_back(self, conn, task_ids):
+        """A worker about to block in get returns the queued tasks it has not started."""
+        worker = conn.worker
+        if worker is None:
+            return
+        wanted = set(task_ids)
+        returned = [task for task in worker.queued if task.spec.task_id in wanted]
+        for task in reversed(returned):
+            worker.queued.remove(task)
+            task.state = t.READY
+            task.worker = None
+            self.ready.push_front(task)
+        if returned:
+            self._schedule_dispatch()
 
     def _runnable_now(self, queue, first_allocation):
         """How many tasks at the head of ``queue`` the free resources could run now
@@ -558,6 +618,7 @@ class Raylet:
         task.worker = worker
         worker.state = wp.BUSY
         worker.task = task
+        task.started = self.loop.time()
         worker.allocation = allocation
         worker.display_name = spec.function_name.rpartition(".")[2]
         worker.job_id = spec.job_id
@@ -580,13 +641,20 @@ class Raylet:
             self.actors.creation_done(task, worker, results)
             self._schedule_dispatch()
             return
-        self.release_worker_resources(worker)
-        worker.task = None
+        self._record_duration(task)
         if retryable and task.retries_left():
             self._retry(task)
         else:
             self.finish_task(task, results)
-        self.pool.push_idle(worker)
+        if worker.queued:
+            # The next pipelined task is already with the worker; it keeps the resources.
+            worker.task = worker.queued.popleft()
+            worker.task.started = self.loop.time()
+            worker.display_name = worker.task.spec.function_name.rpartition(".")[2]
+        else:
+            self.release_worker_resources(worker)
+            worker.task = None
+            self.pool.push_idle(worker)
         self._schedule_dispatch()
 
     def release_worker_resources(self, worker):
@@ -727,6 +795,11 @@ class Raylet:
         if worker.state == wp.DEAD:
             return
         task = worker.task
+        while worker.queued:             # pipelined tasks it never started
+            queued = worker.queued.pop()
+            queued.state = t.READY
+            queued.worker = None
+            self.ready.push_front(queued)
         self.release_worker_resources(worker)
         self.pool.remove(worker)
         try:

@@ -7,6 +7,7 @@ Their stdout and stderr are pipes read by the raylet's event loop; each line
 is written to the worker's log file and forwarded to the drivers prefixed
 with the task or actor it came from, as ``(name pid=123) text``.
 """
+import collections
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ DEAD = 4
 class Worker:
     __slots__ = ("worker_id", "process", "pid", "conn", "state", "task", "allocation",
                  "blocked_cpus", "actor_id", "log_file", "display_name", "job_id",
-                 "_partial", "started_for_actor", "lease")
+                 "_partial", "started_for_actor", "lease", "queued")
 
     def __init__(self, worker_id, process, log_file):
         self.worker_id = worker_id
@@ -32,7 +33,8 @@ class Worker:
         self.pid = process.pid
         self.conn = None
         self.state = STARTING
-        self.task = None
+        self.task = None             # the task it runs now
+        self.queued = collections.deque()   # tasks sent to run after it (pipelining)
         self.allocation = None
         self.blocked_cpus = 0
         self.actor_id = b""

@@ -167,5 +167,159 @@ def microbenchmark(filters, excludes, json_path, round_seconds, rounds, initial_
         raise click.ClickException(f"{len(report['failed'])} benchmark(s) failed: "
                                    + ", ".join(f["name"] for f in report["failed"]))
 
+
+# ------------------------------------------------------ observability: list, memory, timeline
+
+_LIST_COLUMNS = {
+    "tasks": ("task_id", "name", "state", "type", "node_id", "pid", "duration_s", "error_type"),
+    "actors": ("actor_id", "class_name", "state", "name", "pid", "node_id", "restarts", "death_reason"),
+    "objects": ("object_id", "size", "node_id", "copies", "creator"),
+    "nodes": ("node_id", "state", "node_ip_address", "is_head", "resources_total", "resources_available",
+              "workers", "objects", "pending_tasks", "running_tasks"),
+}
+
+
+def _parse_filters(items):
+    filters = []
+    for item in items:
+        for op in ("!=", "="):
+            key, sep, value = item.partition(op)
+            if sep:
+                break
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r}: a filter is KEY=VALUE or KEY!=VALUE", param_hint="--filter")
+        filters.append((key.strip(), op, value.strip()))
+    return filters
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6f}" if value < 1000 else f"{value:.1f}"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                        for k, v in sorted(value.items()) if not str(k).startswith("node:")) or "-"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) if value else "-"
+    return str(value)
+
+
+def format_table(rows, columns):
+    """Rows (dicts) as a plain-text table with a header line."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    for r in cells:
+        lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _human_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@main.command("list")
+@click.argument("resource", type=click.Choice(sorted(_LIST_COLUMNS)))
+@click.option("--filter", "filters", multiple=True, metavar="KEY=VALUE",
+              help="Keep rows whose KEY equals (KEY=VALUE) or differs from (KEY!=VALUE) VALUE; repeatable.")
+@click.option("--limit", default=100, show_default=True, type=int, help="Show at most this many rows.")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
+@click.option("--detail", is_flag=True, help="Every field of each row (JSON is the better format for it).")
+def list_command(resource, filters, limit, fmt, detail):
+    """List the cluster's tasks, actors, objects or nodes (from the GCS)."""
+    from rayx.util import state
+    filters = _parse_filters(filters)
+    lister = {"tasks": state.list_tasks, "actors": state.list_actors, "objects": state.list_objects,
+              "nodes": state.list_nodes}[resource]
+    gcs = _connect_gcs()
+    try:
+        try:
+            rows = lister(filters=filters, limit=limit + 1 if limit >= 0 else None, detail=detail, gcs=gcs)
+        except ValueError as exc:
+            raise click.UsageError(str(exc))
+    finally:
+        gcs.close()
+    truncated = limit >= 0 and len(rows) > limit
+    rows = rows[:limit] if limit >= 0 else rows
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        columns = _LIST_COLUMNS[resource]
+        if detail:
+            columns = list(columns) + sorted({k for row in rows for k in row} - set(columns))
+        click.echo(format_table(rows, columns))
+    if truncated:
+        click.echo(f"(showing the first {limit} {resource}; raise --limit to see more)", err=True)
+
+
+@main.command()
+@click.option("--limit", default=1000, show_default=True, type=int, help="Show at most this many objects.")
+@click.option("--sort-by", default="size", show_default=True, type=click.Choice(["size", "object_id", "node"]))
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
+def memory(limit, sort_by, fmt):
+    """Objects in the cluster: size, node(s), creating task; totals per node."""
+    from rayx.util import state
+    gcs = _connect_gcs()
+    try:
+        objects = state.list_objects(gcs=gcs)
+        nodes = {n["node_id"]: n for n in state.list_nodes(gcs=gcs)}
+    finally:
+        gcs.close()
+    summary = state.summarize_objects(objects=objects)
+    key = {"size": lambda o: (-o["size"], o["object_id"]), "object_id": lambda o: o["object_id"],
+           "node": lambda o: (o["node_id"] or "", -o["size"])}[sort_by]
+    objects.sort(key=key)
+    shown = objects[:limit] if limit >= 0 else objects
+    if fmt == "json":
+        click.echo(json.dumps({"objects": shown, "summary": summary}, indent=2, default=str))
+        return
+    click.echo("======== rayx memory: objects in the GCS object table ========")
+    rows = [dict(o, nodes=[o["node_id"]] + o["copies"] if o["node_id"] else o["copies"],
+                 size=f"{o['size']} ({_human_bytes(o['size'])})" if o["size"] >= 1024 else f"{o['size']} B")
+            for o in shown]
+    click.echo(format_table(rows, ("object_id", "size", "nodes", "creator", "task_id")))
+    if len(shown) < len(objects):
+        click.echo(f"(showing {len(shown)} of {len(objects)} objects; raise --limit to see more)")
+    click.echo("--- Summary ---")
+    click.echo(f"{summary['total_objects']} objects, {summary['total_bytes']} bytes "
+               f"({_human_bytes(summary['total_bytes'])}) in total")
+    for node_id, entry in sorted(summary["per_node"].items()):
+        node = nodes.get(node_id, {})
+        live = f"; the node reports {node['objects']} live" if "objects" in node else ""
+        click.echo(f"node {node_id} ({node.get('node_ip_address', '?')}): {entry['objects']} objects, "
+                   f"{entry['bytes']} bytes ({_human_bytes(entry['bytes'])}){live}")
+    click.echo("(the GCS object table keeps objects after they are freed, so this lists every object "
+               "made since the cluster started)")
+
+
+@main.command()
+@click.option("--output", default=None,
+              help="File to write the Chrome trace to ('-' for stdout); default rayx-timeline-<time>.json here.")
+def timeline(output):
+    """Write the cluster's task timeline as a Chrome trace (open it in chrome://tracing or Perfetto)."""
+    import time
+    from rayx.util import state
+    gcs = _connect_gcs()
+    try:
+        events = state.timeline_events(gcs=gcs)
+    finally:
+        gcs.close()
+    if output == "-":
+        click.echo(json.dumps(events))
+        return
+    if output is None:
+        output = f"rayx-timeline-{time.strftime('%Y-%m-%d_%H-%M-%S')}.json"
+    with open(output, "w") as f:
+        json.dump(events, f)
+    click.echo(f"Wrote {len(events)} task events to {output}; open it in chrome://tracing or "
+               "https://ui.perfetto.dev")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,110 @@
+"""Task events: what each worker ran, when, where, and how it ended.
+
+The GCS ``tasks`` table holds the lineage of every task (its spec) but no
+state. A worker records one event per task, actor constructor or actor call it
+runs -- task id, name, job, actor, worker pid, node, start and end times,
+FINISHED or FAILED (with the exception's type) -- into the ``task_events``
+table (key = task id; a retry overwrites the earlier attempt's event). The
+state API (``rayx.util.state.list_tasks``), ``rayx list tasks`` and
+``rayx timeline`` read them.
+
+Cost on the task's critical path: ``record`` builds one tuple and appends it to
+a deque (plus, when the flusher is idle, one Event.set). A daemon thread wakes
+on the first event after a quiet spell, lets events gather for
+``gather_interval`` seconds, encodes them and hands them to a GCS BatchWriter
+(made on first use), which sends them as pipelines from its own thread. Events
+still buffered when a worker is killed are lost; a worker that exits by itself
+(EXIT from the raylet, an actor exiting) flushes first.
+"""
+import collections
+import os
+import threading
+import time
+
+from rayx._core import codec
+
+TABLE = "task_events"
+FINISHED = "FINISHED"
+FAILED = "FAILED"
+
+_now = time.time
+
+
+class TaskEvents:
+    def __init__(self, core, gather_interval=0.05):
+        self._core = core
+        self.gather_interval = gather_interval
+        self._events = collections.deque()
+        self._armed = False             # the flusher has been woken for the events buffered
+        self._wake = threading.Event()
+        self._drain_lock = threading.Lock()
+        self._thread = None
+        self._writer = None
+        self._common = None
+        self.recorded = 0               # events handed to the GCS writer
+
+    def record(self, spec, start, error=None):
+        """One task ended; ``error`` is the class of the exception it raised, or None.
+
+        Hot path: keep it cheap (a tuple appended to a deque)."""
+        self._events.append((spec.task_id, spec.function_name, spec.job_id, spec.actor_id,
+                             spec.task_type, spec.attempt, start, _now(),
+                             None if error is None else error.__name__))
+        if not self._armed:
+            self._armed = True
+            if self._thread is None:
+                self._start()
+            self._wake.set()
+
+    def _start(self):
+        with self._drain_lock:
+            if self._thread is None:         # threaded actors may race here
+                thread = threading.Thread(target=self._run, name="rayx-task-events", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _run(self):
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            time.sleep(self.gather_interval)     # let a batch gather
+            self._armed = False
+            try:
+                self._drain()
+            except Exception:                    # never let the thread die; events are best effort
+                pass
+
+    def _drain(self):
+        """Encode every buffered event and hand it to the batch writer."""
+        events = self._events
+        if not events:
+            return
+        with self._drain_lock:
+            if self._writer is None:
+                core = self._core
+                info = core.node_info or {}
+                self._common = {"node_id": core.node_id, "node_ip_address": info.get("node_ip_address", ""),
+                                "worker_id": core.worker_id, "pid": os.getpid()}
+                self._writer = core.gcs.batch_writer()
+            put = self._writer.put
+            common = self._common
+            dumps = codec.dumps
+            while events:
+                (task_id, name, job_id, actor_id, task_type, attempt, start, end,
+                 error_type) = events.popleft()
+                record = dict(common)
+                record.update(task_id=task_id, name=name, job_id=job_id, actor_id=actor_id,
+                              task_type=task_type, attempt=attempt, start_time=start, end_time=end,
+                              state=FINISHED if error_type is None else FAILED,
+                              error_type=error_type or "")
+                put(TABLE, task_id, dumps(record))
+                self.recorded += 1
+
+    def flush(self, timeout=2.0):
+        """Write every buffered event now (before the process exits); never raises."""
+        try:
+            self._drain()
+            if self._writer is not None:
+                self._writer.flush(timeout)
+        except Exception:
+            pass
