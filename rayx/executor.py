@@ -272,54 +272,49 @@ class Executor:
             done.wait(60)
 
     def run_call(self, spec, values):
-        core = self.core
-        core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
-        retryable = False
-        start, error = _now(), None
+        start = self._begin_call(spec)
         try:
-            args, kwargs = self.resolve_args(spec, values)
-            result = getattr(self.actor, spec.method_name)(*args, **kwargs)
-            results = self.store_results(spec, result)
-        except ActorExit:
-            self._events.record(spec, start, ActorExit)
-            self._exit_actor(spec, "the actor called exit_actor()")
-        except Exception as exc:
-            error = type(exc)      # the class: keeping the exception would keep its frames
-            results = self.error_results(spec, exc)
-            retryable = spec.retry_exceptions
-        finally:
-            core.leave_task()
-        self._events.record(spec, start, error)
-        core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+            outcome = (self.store_results(spec, self._invoke(spec, values)), None, False)
+        except BaseException as exc:
+            outcome = self._call_failed(spec, start, exc)
+        self._end_call(spec, start, *outcome)
 
     async def _run_async_call(self, spec, values):
         if self._async_slots is None:
             self._async_slots = asyncio.Semaphore(self._async_limit)
         async with self._async_slots:
-            await self._run_async_call_now(spec, values)
+            start = self._begin_call(spec)
+            try:
+                result = self._invoke(spec, values)
+                if inspect.isawaitable(result):
+                    result = await result
+                outcome = (self.store_results(spec, result), None, False)
+            except BaseException as exc:
+                outcome = self._call_failed(spec, start, exc)
+            self._end_call(spec, start, *outcome)
 
-    async def _run_async_call_now(self, spec, values):
-        core = self.core
-        core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
-        retryable = False
-        start, error = _now(), None
-        try:
-            args, kwargs = self.resolve_args(spec, values)
-            result = getattr(self.actor, spec.method_name)(*args, **kwargs)
-            if inspect.isawaitable(result):
-                result = await result
-            results = self.store_results(spec, result)
-        except ActorExit:
+    def _begin_call(self, spec):
+        self.core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
+        return _now()
+
+    def _invoke(self, spec, values):
+        args, kwargs = self.resolve_args(spec, values)
+        return getattr(self.actor, spec.method_name)(*args, **kwargs)
+
+    def _call_failed(self, spec, start, exc):
+        """(results, error class, retryable) for a call that raised; exit_actor() ends here."""
+        if isinstance(exc, ActorExit):
             self._events.record(spec, start, ActorExit)
             self._exit_actor(spec, "the actor called exit_actor()")
-        except Exception as exc:
-            error = type(exc)      # the class: keeping the exception would keep its frames
-            results = self.error_results(spec, exc)
-            retryable = spec.retry_exceptions
-        finally:
-            core.leave_task()
+        if not isinstance(exc, Exception):
+            raise exc
+        # Keep the class only: keeping the exception would keep its frames alive.
+        return self.error_results(spec, exc), type(exc), spec.retry_exceptions
+
+    def _end_call(self, spec, start, results, error, retryable):
+        self.core.leave_task()
         self._events.record(spec, start, error)
-        core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+        self.core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
 
     def _exit_actor(self, spec, reason):
         """End this actor for good: the current call fails, the raylet is told, the process exits."""

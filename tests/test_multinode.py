@@ -179,3 +179,25 @@ def test_second_driver_joins_by_address(cluster):
     """)
     out = subprocess.run([sys.executable, "-c", driver], timeout=180, capture_output=True, text=True)
     assert "RESULT 285 3" in out.stdout, out.stderr
+
+
+def test_grpc_refuses_calls_without_the_cluster_token(cluster):
+    import grpc
+    from rayx.protos import rayx_pb2, rayx_pb2_grpc
+    head = [info for info in rayx.api._node_records() if info.get("is_head")][0]
+    address = head["grpc_address"]
+    assert address.startswith("127.")
+    channel = grpc.insecure_channel(address)
+    stub = rayx_pb2_grpc.NodeServiceStub(channel)
+    request = rayx_pb2.ForwardTasksRequest(from_node_id=b"x" * 16, specs=[b"not a spec"])
+    for metadata in ((), (("rayx-token", "wrong"),)):
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ForwardTasks(request, metadata=metadata, timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    pull = stub.PullObject(rayx_pb2.PullObjectRequest(object_id=b"\0" * 20), timeout=10)
+    with pytest.raises(grpc.RpcError) as info:
+        list(pull)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    channel.close()
+    # The raylet is still fine.
+    assert rayx.get(where.remote(), timeout=60)
