@@ -14,6 +14,7 @@ from rayx import options as opts
 from rayx import serialization
 from rayx._core import codec
 from rayx._core.ids import ActorID, JobID, TaskID
+from rayx.remote_definition import RemoteDefinition
 from rayx.remote_function import build_args
 
 
@@ -52,57 +53,20 @@ def _is_async(cls):
                for _, m in inspect.getmembers(cls, predicate=inspect.isfunction))
 
 
-class ActorClass:
+class ActorClass(RemoteDefinition):
     """A class made remote: ``.remote(...)`` creates an actor, ``.options(...)`` overrides options."""
 
+    _kind = "actor"
+
     def __init__(self, cls, options):
-        self._cls = cls
-        self._options = opts.validate(options, "actor")
-        self._name = cls.__qualname__
+        self._init_definition(cls, cls.__qualname__, options)
         self._methods = _method_table(cls)
         self._is_async = _is_async(cls)
-        self._blob = None
-        self._function_id = None
-        self._exported_to = None
         self.__doc__ = cls.__doc__
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actors cannot be instantiated directly. Instead of '{self._name}()', "
                         f"use '{self._name}.remote()'.")
-
-    def remote(self, *args, **kwargs):
-        return self._remote(args, kwargs, self._options)
-
-    def options(self, **options):
-        merged = dict(self._options)
-        merged.update(opts.validate(options, "actor"))
-        actor_class = self
-
-        class ActorClassWithOptions:
-            def remote(self, *args, **kwargs):
-                return actor_class._remote(args, kwargs, merged)
-
-            def options(self, **more):
-                return actor_class.options(**dict(merged, **more))
-
-        return ActorClassWithOptions()
-
-    def __getstate__(self):
-        # Captured by other remote code: carry the definition, not this process's runtime state.
-        state = dict(self.__dict__)
-        state.update(_blob=None, _function_id=None, _exported_to=None)
-        return state
-
-    def _export(self, core):
-        if self._exported_to is not core:
-            if self._blob is None:
-                try:
-                    self._blob = serialization.dumps_function(self._cls)
-                except Exception as exc:
-                    raise TypeError(f"Could not pickle the actor class {self._name}: {exc}") from exc
-            self._function_id = core.export_function(self._blob)
-            self._exported_to = core
-        return self._function_id
 
     def _remote(self, args, kwargs, options):
         from rayx import api

@@ -13,6 +13,7 @@ from rayx import protocol
 from rayx import serialization
 from rayx._core import codec
 from rayx.object_ref import ObjectRef
+from rayx.remote_definition import RemoteDefinition
 
 
 def build_args(core, args, kwargs, function_name):
@@ -40,55 +41,19 @@ def build_args(core, args, kwargs, function_name):
     return encoded, nested
 
 
-class RemoteFunction:
+class RemoteFunction(RemoteDefinition):
     """A function that runs as a task: call ``.remote(...)``, or ``.options(...).remote(...)``."""
 
+    _kind = "task"
+
     def __init__(self, function, options):
-        self._function = function
-        self._options = opts.validate(options, "task")
-        self._name = f"{function.__module__}.{function.__qualname__}"
-        self._blob = None
-        self._function_id = None
-        self._exported_to = None
+        self._init_definition(function, f"{function.__module__}.{function.__qualname__}", options)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
+        name = self._definition.__name__
         raise TypeError(f"Remote functions cannot be called directly. Instead of running "
-                        f"'{self._function.__name__}()', try '{self._function.__name__}.remote()'.")
-
-    def remote(self, *args, **kwargs):
-        return self._remote(args, kwargs, self._options)
-
-    def options(self, **options):
-        merged = dict(self._options)
-        merged.update(opts.validate(options, "task"))
-        remote_function = self
-
-        class FunctionWithOptions:
-            def remote(self, *args, **kwargs):
-                return remote_function._remote(args, kwargs, merged)
-
-            def options(self, **more):
-                return remote_function.options(**dict(merged, **more))
-
-        return FunctionWithOptions()
-
-    def __getstate__(self):
-        # Captured by other remote code: carry the definition, not this process's runtime state.
-        state = dict(self.__dict__)
-        state.update(_blob=None, _function_id=None, _exported_to=None)
-        return state
-
-    def _export(self, core):
-        if self._exported_to is not core:
-            if self._blob is None:
-                try:
-                    self._blob = serialization.dumps_function(self._function)
-                except Exception as exc:
-                    raise TypeError(f"Could not pickle the remote function {self._name}: {exc}") from exc
-            self._function_id = core.export_function(self._blob)
-            self._exported_to = core
-        return self._function_id
+                        f"'{name}()', try '{name}.remote()'.")
 
     def _remote(self, args, kwargs, options):
         from rayx import api
