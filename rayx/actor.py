@@ -18,6 +18,17 @@ from rayx.remote_definition import RemoteDefinition
 from rayx.remote_function import build_args
 
 
+_api_module = None
+
+
+def _api():
+    global _api_module
+    if _api_module is None:
+        from rayx import api
+        _api_module = api
+    return _api_module
+
+
 def method(*args, **kwargs):
     """``@rayx.method(num_returns=2)`` on an actor method sets its default options."""
     def decorator(fn):
@@ -145,13 +156,17 @@ class ActorHandle:
         self._class_name = class_name
         self._methods = methods
         self._max_task_retries = max_task_retries
+        self._method_cache = {}
 
     def __getattr__(self, name):
         if name.startswith("_") and name not in ("__ray_terminate__",):
             raise AttributeError(name)
-        if name not in self._methods and name != "__ray_terminate__":
-            raise AttributeError(f"'{self._class_name}' actor has no method '{name}'")
-        return ActorMethod(self, name, self._methods.get(name, {}))
+        method = self._method_cache.get(name)
+        if method is None:
+            if name not in self._methods and name != "__ray_terminate__":
+                raise AttributeError(f"'{self._class_name}' actor has no method '{name}'")
+            method = self._method_cache[name] = ActorMethod(self, name, self._methods.get(name, {}))
+        return method
 
     def __reduce__(self):
         ctx = serialization.current_context()
@@ -171,6 +186,13 @@ class ActorHandle:
     @property
     def _ray_actor_id(self):
         return ActorID(self._actor_id)
+
+    @property
+    def _actor_id_obj(self):
+        actor_id = self.__dict__.get("_actor_id_cached")
+        if actor_id is None:
+            actor_id = self.__dict__["_actor_id_cached"] = ActorID(self._actor_id)
+        return actor_id
 
 
 class ActorMethod:
@@ -192,28 +214,29 @@ class ActorMethod:
         return self._submit(args, kwargs)
 
     def _submit(self, args, kwargs):
-        from rayx import api
-        core = api._global_worker()
+        core = _api()._global_worker()
         handle = self._handle
         options = self._options
         full_name = f"{handle._class_name}.{self._name}"
-        arg_list, nested = build_args(core, args, kwargs, full_name)
+        if args or kwargs:
+            arg_list, nested = build_args(core, args, kwargs, full_name)
+        else:
+            arg_list, nested = [], []
         seq = core.next_actor_sequence(handle._actor_id)
-        task_id = TaskID.for_actor_task(ActorID(handle._actor_id), core.worker_id, seq)
+        ctx = core.context
         num_returns = options.get("num_returns", 1)
-        max_retries = options.get("max_task_retries", handle._max_task_retries)
         spec = codec.TaskSpec(
             task_type=codec.ACTOR_TASK,
-            task_id=task_id.binary(),
-            job_id=core.current_job_id(),
-            parent_task_id=core.current_task_id().binary(),
+            task_id=TaskID.for_actor_task(handle._actor_id_obj, core.worker_id, seq).binary(),
+            job_id=ctx.job_id,
+            parent_task_id=ctx.task_id.binary(),
             caller_id=core.worker_id,
             function_name=full_name,
             method_name=self._name,
             args=arg_list,
             nested_refs=nested,
             num_returns=num_returns,
-            max_retries=max_retries,
+            max_retries=options.get("max_task_retries", handle._max_task_retries),
             retry_exceptions=bool(options.get("retry_exceptions", False)),
             actor_id=handle._actor_id,
             sequence_number=seq,

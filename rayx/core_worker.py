@@ -240,14 +240,15 @@ class CoreWorker:
     # -------------------------------------------------------- tasks
 
     def next_actor_sequence(self, actor_id):
-        """The next per-caller sequence number for calls to ``actor_id``."""
-        with self._seq_lock:
-            seq = self._actor_seqs.get(actor_id, 0) + 1
-            self._actor_seqs[actor_id] = seq
-        return seq
+        """The next per-caller sequence number for calls to ``actor_id`` (1, 2, ...)."""
+        counter = self._actor_seqs.get(actor_id)
+        if counter is None:
+            with self._seq_lock:
+                counter = self._actor_seqs.setdefault(actor_id, itertools.count(1))
+        return next(counter)   # atomic under the GIL
 
     def submit_task(self, spec):
-        refs = [ObjectRef(object_id) for object_id in spec.return_ids()]
+        refs = list(map(ObjectRef, spec.return_ids()))
         self.conn.send((p.SUBMIT, spec))
         return refs
 
