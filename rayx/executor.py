@@ -59,6 +59,14 @@ class Executor:
         self.queue.put(message)
         self._has_work.set()
 
+    def _report(self, message):
+        """Send a result: at once when nothing else is queued here, else with the next
+        flush (within a millisecond): a stream of calls then costs few writes."""
+        if self.queue.empty():
+            self.core.conn.send_now(message)
+        else:
+            self.core.conn.defer(message)
+
     def before_blocking(self):
         """The running task is about to wait in get: give back the tasks queued here."""
         self._blocked += 1
@@ -141,7 +149,7 @@ class Executor:
         finally:
             core.leave_task()
         self._events.record(spec, start, error)
-        core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+        self._report((p.TASK_DONE, spec.task_id, results, retryable))
 
     def _enter_namespace(self, job_id):
         """Run as the job's namespace, so names (named actors, get_actor) resolve as in its driver.
@@ -314,7 +322,7 @@ class Executor:
     def _end_call(self, spec, start, results, error, retryable):
         self.core.leave_task()
         self._events.record(spec, start, error)
-        self.core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable))
+        self._report((p.TASK_DONE, spec.task_id, results, retryable))
 
     def _exit_actor(self, spec, reason):
         """End this actor for good: the current call fails, the raylet is told, the process exits."""

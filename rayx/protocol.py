@@ -124,6 +124,11 @@ class RayletConnection:
                 self._writer_scheduled = True
                 self._wakeup.notify()
 
+    def defer(self, message):
+        """Queue a message without waking anyone: the next flush (by this thread or the
+        writer, which looks every millisecond while something waits) sends it."""
+        self._pending.append(message)
+
     def send_all_now(self, messages):
         """Queue several messages and write them (and everything pending) in one write."""
         self._pending.extend(messages)
@@ -160,8 +165,9 @@ class RayletConnection:
             with self._wakeup:
                 if not self._writer_scheduled and not self._closed:
                     # Wake now and then even when idle, so that reference-count
-                    # updates from dropped refs reach the raylet.
-                    self._wakeup.wait(0.1)
+                    # updates from dropped refs reach the raylet; soon when
+                    # deferred messages wait.
+                    self._wakeup.wait(0.001 if self._pending else 0.1)
                 self._writer_scheduled = False
             try:
                 self.flush()

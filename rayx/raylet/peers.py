@@ -27,6 +27,7 @@ class Peers:
         self.node_id = node_id
         self.metadata = (("rayx-token", token),)
         self.nodes = {}            # node id -> heartbeat record of live nodes (self included)
+        self._has_peers = False
         self._channels = {}
         self._forward = {}
         self._ready = {}
@@ -42,13 +43,14 @@ class Peers:
         alive = {r["node_id"]: r for r in records if r.get("state") == "ALIVE"}
         changed = set(alive) != set(self.nodes)
         self.nodes = alive
+        self._has_peers = any(node_id != self.node_id for node_id in alive)
         for node_id in list(self._channels):
             if node_id not in alive and node_id != "head":
                 self.loop.create_task(self._channels.pop(node_id).close())
         return changed
 
     def has_peers(self):
-        return any(node_id != self.node_id for node_id in self.nodes)
+        return self._has_peers
 
     def head_address(self):
         for record in self.nodes.values():
