@@ -116,7 +116,7 @@ def test_task_events_and_list_tasks(rayx_fresh):
     t = tasks[task_id_of(bad_call)]
     assert t["state"] == "FAILED" and t["error_type"] == "KeyError" and t["type"] == "ACTOR_TASK"
     assert t["name"] == "Counter.bad"
-    actor_id = counter._actor_id.hex() if hasattr(counter, "_actor_id") else t["actor_id"]
+    actor_id = counter._actor_id.hex()
     creation = [x for x in tasks.values() if x["type"] == "ACTOR_CREATION_TASK" and x["name"] == "Counter"]
     assert len(creation) == 1 and creation[0]["state"] == "FINISHED"
     assert creation[0]["actor_id"] == actor_id == t["actor_id"]
