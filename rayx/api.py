@@ -284,6 +284,16 @@ def kill(actor, *, no_restart=True):
     _global_worker().request("kill_actor", actor._actor_id, bool(no_restart))
 
 
+def cancel(object_ref, *, force=False, recursive=True):
+    """Cancel the task that makes ``object_ref``: dropped if it has not started,
+    interrupted (KeyboardInterrupt inside it) if it runs, its worker killed with
+    ``force=True``. ``get`` then raises TaskCancelledError. Cancelled tasks are not
+    retried. Actor calls cannot be cancelled this way (use ``rayx.kill``)."""
+    if not isinstance(object_ref, ObjectRef):
+        raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
+    _global_worker().request("cancel", object_ref.binary()[:16], bool(force))
+
+
 def method(*args, **kwargs):
     """``@rayx.method(num_returns=...)`` on an actor method."""
     from rayx.actor import method as actor_method

@@ -88,6 +88,7 @@ class CoreWorker:
         self._closed = False
         self.node_info = None
         self.on_execute = on_execute
+        self.on_cancel = None        # worker: rayx.cancel of a task this worker has
         self.on_block = None         # worker: called before a get that may block, and after
         self.on_unblock = None
         self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
@@ -128,6 +129,9 @@ class CoreWorker:
         elif tag == p.EXIT:
             if self.on_execute is not None:
                 self.on_execute(message)
+        elif tag == p.CANCEL:
+            if self.on_cancel is not None:
+                self.on_cancel(message[1])
 
     def _on_close(self):
         self._closed = True

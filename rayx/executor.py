@@ -12,6 +12,7 @@ in arrival order on the main thread, or on a thread pool of
 ``max_concurrency`` threads (threaded actors), or as asyncio tasks on one
 event loop thread (actors with ``async def`` methods).
 """
+import _thread
 import asyncio
 import concurrent.futures
 import inspect
@@ -25,7 +26,7 @@ from rayx import protocol as p
 from rayx import serialization
 from rayx._core import codec
 from rayx._core.ids import TaskID
-from rayx.exceptions import ActorDiedError, ObjectLostError, RayTaskError
+from rayx.exceptions import ActorDiedError, TaskCancelledError, ObjectLostError, RayTaskError
 from rayx.task_events import TaskEvents, _now
 
 TERMINATE_METHOD = "__ray_terminate__"
@@ -40,6 +41,8 @@ class Executor:
         self.queue = queue.SimpleQueue()
         self._has_work = threading.Event()
         self._blocked = 0            # depth of gets the running task is blocked in
+        self._running = None         # id of the task the main thread runs now
+        self._cancelled = set()      # ids of tasks rayx.cancel reached here
         self.core = None
         self.actor = None            # the actor instance this worker hosts
         self.actor_spec = None
@@ -103,7 +106,10 @@ class Executor:
         self.core = core
         self._events = TaskEvents(core)
         while True:
-            message = self._next_message()
+            try:
+                message = self._next_message()
+            except KeyboardInterrupt:   # a rayx.cancel that arrived just after its task ended
+                continue
             if message[0] == p.EXIT:
                 self._events.flush()
                 return
@@ -116,12 +122,24 @@ class Executor:
 
     # ---------------------------------------------------------------- tasks
 
+    def cancel(self, task_id):
+        """rayx.cancel: interrupt the task if it runs now (KeyboardInterrupt in it, as
+        Ray does), or drop it when its turn comes."""
+        self._cancelled.add(task_id)
+        if self._running == task_id:
+            _thread.interrupt_main()
+
     def execute(self, spec, values):
         """Run one task (or actor constructor) and report its results."""
         core = self.core
+        if spec.task_id in self._cancelled:
+            self._cancelled.discard(spec.task_id)
+            self._report((p.TASK_DONE, spec.task_id, self._cancelled_results(spec), False))
+            return
         core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
         retryable = False
         start, error = _now(), None
+        self._running = spec.task_id
         try:
             self._enter_namespace(spec.job_id)
             fn = core.load_function(spec.function_id, spec.job_id)
@@ -139,6 +157,11 @@ class Executor:
             self.actor_spec = spec
             self._events.record(spec, start, ActorExit)
             self._exit_actor(spec, "the actor called exit_actor() in its constructor")
+        except KeyboardInterrupt:
+            if spec.task_id not in self._cancelled:
+                raise
+            error = TaskCancelledError
+            results = self._cancelled_results(spec)
         except Exception as exc:
             error = type(exc)      # the class: keeping the exception would keep its frames
             results = self.error_results(spec, exc)
@@ -147,9 +170,15 @@ class Executor:
                 self._events.record(spec, start, error)
                 self._constructor_failed(spec, results)
         finally:
+            self._running = None
+            self._cancelled.discard(spec.task_id)
             core.leave_task()
         self._events.record(spec, start, error)
         self._report((p.TASK_DONE, spec.task_id, results, retryable))
+
+    def _cancelled_results(self, spec):
+        return self.fixed_error_results(spec, TaskCancelledError(
+            spec.task_id.hex(), f"The task {spec.function_name} was cancelled with rayx.cancel"))
 
     def _enter_namespace(self, job_id):
         """Run as the job's namespace, so names (named actors, get_actor) resolve as in its driver.

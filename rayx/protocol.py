@@ -27,6 +27,7 @@ raylet -> client
   REPLY         request_id, ok (bool), result
   LOG           text (already prefixed with the task name and pid)
   EXIT          reason                                  -- the worker should exit
+  CANCEL        task_id                                 -- interrupt that task if it runs here
 """
 import os
 import select
@@ -53,6 +54,7 @@ WAIT_REPLY = 52
 REPLY = 53
 LOG = 54
 EXIT = 55
+CANCEL = 56
 
 _RECV_SIZE = 1 << 20
 EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once

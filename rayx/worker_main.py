@@ -25,6 +25,7 @@ def main():
     core = CoreWorker("worker", os.environ["RAYX_RAYLET_SOCKET"], gcs, b"\0\0\0\0",
                       bytes.fromhex(os.environ["RAYX_WORKER_ID"]), on_execute=executor.submit)
     core.on_block, core.on_unblock = executor.before_blocking, executor.after_blocking
+    core.on_cancel = executor.cancel
     api._connect_worker(core, gcs, session_dir)
     executor.run(core)
     core.shutdown()

@@ -284,3 +284,31 @@ def test_a_burst_of_submissions_is_coalesced(rayx_start):
     assert conn.messages_sent - messages >= 10_000
     assert burst_writes < 1_000, f"{burst_writes} writes for 10,000 submissions"
     del refs
+
+
+def test_cancel_pending_running_and_forced(rayx_start):
+    from rayx.exceptions import TaskCancelledError
+
+    @rayx.remote(max_retries=3)
+    def spin(seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            time.sleep(0.01)
+        return "finished"
+
+    running = [spin.remote(60), spin.remote(60)]       # both CPUs busy
+    queued = spin.remote(60)                            # waits for a CPU
+    time.sleep(1.0)
+    rayx.cancel(queued)
+    with pytest.raises(TaskCancelledError):
+        rayx.get(queued, timeout=60)
+    rayx.cancel(running[0])
+    with pytest.raises(TaskCancelledError):
+        rayx.get(running[0], timeout=60)
+    rayx.cancel(running[1], force=True)
+    with pytest.raises(TaskCancelledError):
+        rayx.get(running[1], timeout=60)
+    # The node carries on (a killed worker is replaced, nothing was retried).
+    assert rayx.get(add_one.remote(1), timeout=60) == 2
+    with pytest.raises(TypeError):
+        rayx.cancel("not a ref")

@@ -19,7 +19,7 @@ import time
 from rayx import protocol as p
 from rayx import serialization
 from rayx._core import codec
-from rayx.exceptions import WorkerCrashedError
+from rayx.exceptions import TaskCancelledError, WorkerCrashedError
 from rayx.protos import rayx_pb2
 from rayx.raylet import tasks as t
 from rayx.raylet.actors import ActorManager
@@ -310,6 +310,27 @@ class Raylet:
             conn.send((p.REPLY, request_id, True, result))
         except Exception as exc:
             conn.send((p.REPLY, request_id, False, f"{type(exc).__name__}: {exc}"))
+
+    def _op_cancel(self, conn, task_id, force):
+        """rayx.cancel: drop the task if it has not started; interrupt it (or, with
+        ``force``, kill its worker) if it runs. Returns whether it was found here."""
+        task = self.tasks.get(task_id)
+        if task is None:
+            return False
+        if task.spec.task_type != codec.NORMAL_TASK:
+            raise ValueError("only tasks can be cancelled; use rayx.kill() for actors")
+        if task.state in (t.WAITING, t.READY, t.INFEASIBLE):
+            self.cancel_queued(task)
+            self.fail_task(task, TaskCancelledError(
+                task_id.hex(), f"The task {task.spec.function_name} was cancelled before it ran"))
+            return True
+        worker = task.worker
+        task.cancelled = True
+        if force and worker is not None and worker.task is task:
+            worker.process.kill()
+        elif worker is not None:
+            worker.conn.send((p.CANCEL, task_id))
+        return True
 
     def _op_make_room(self, conn, nbytes):
         """A client could not fit ``nbytes``: its dropped refs were handled before this
@@ -811,6 +832,10 @@ class Raylet:
                 task.state = t.RUNNING
                 self.tasks.pop(task.spec.task_id, None)
             self.actors.worker_died(worker, worker.process.returncode)
+        elif task is not None and task.cancelled and not self._stopping:
+            self.fail_task(task, TaskCancelledError(
+                task.spec.task_id.hex(), f"The task {task.spec.function_name} was cancelled "
+                f"(its worker, pid={worker.pid}, was killed)"))
         elif task is not None and not self._stopping:
             if task.retries_left():
                 self._retry(task)

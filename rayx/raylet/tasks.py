@@ -18,7 +18,7 @@ INFEASIBLE = 3   # no node could ever run it; waits for one to join
 
 class Task:
     __slots__ = ("spec", "submitter", "deps", "missing", "state", "request", "shape",
-                 "worker", "on_ready", "owner_node", "started")
+                 "worker", "on_ready", "owner_node", "started", "cancelled")
 
     def __init__(self, spec, submitter, on_ready):
         self.spec = spec
@@ -32,6 +32,7 @@ class Task:
         self.on_ready = on_ready
         self.owner_node = None      # the node that forwarded this task here, if any
         self.started = 0.0          # loop time it started running
+        self.cancelled = False      # rayx.cancel reached it while it ran
 
     def object_ready(self, entry):
         self.missing -= 1
