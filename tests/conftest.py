@@ -1,6 +1,11 @@
 """Fixtures that start real rayx nodes (GCS shards, a raylet, workers) and make
 sure every process and arena file they started is gone afterwards."""
+import json
 import os
+import subprocess
+import sys
+import textwrap
+import time
 
 import psutil
 import pytest
@@ -43,3 +48,49 @@ def shutdown_only():
 
 def arena_files():
     return sorted(name for name in os.listdir("/dev/shm") if name.startswith("rayx-"))
+
+
+class HeadNode:
+    """A cluster started with ``rayx start --head`` in its own RAYX_TMPDIR."""
+
+    def __init__(self, tmp_path):
+        self.env = dict(os.environ, RAYX_TMPDIR=str(tmp_path / "rx"))
+        self.cwd = str(tmp_path)
+        self.record_path = tmp_path / "rx" / "cluster.json"
+        self.started = []
+
+    def cli(self, *args, check=True):
+        return subprocess.run([sys.executable, "-m", "rayx.scripts.cli", *args], env=self.env,
+                              timeout=120, capture_output=True, text=True, check=check)
+
+    def start(self):
+        self.cli("start", "--head", "--port", "0", "--num-cpus", "2",
+                 "--object-store-memory", str(128 << 20))
+        record = json.loads(self.record_path.read_text())
+        self.started = [pid for node in record["nodes"] for pid in node["pids"]]
+        self.started += [c.pid for pid in self.started for c in psutil.Process(pid).children(recursive=True)]
+        return self
+
+    def run_driver(self, source, timeout=120):
+        """Run ``source`` as a separate driver process; its CompletedProcess."""
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(source)], env=self.env,
+                              timeout=timeout, capture_output=True, text=True, cwd=self.cwd)
+
+    def stop(self):
+        self.cli("stop", check=False)
+        deadline = time.time() + 15
+        while any(psutil.pid_exists(pid) for pid in self.started) and time.time() < deadline:
+            time.sleep(0.1)
+        return [pid for pid in self.started if psutil.pid_exists(pid)]
+
+
+@pytest.fixture
+def head_node(tmp_path):
+    """``rayx start --head`` in a temp dir; stopped afterwards, with a check that every
+    process it started is gone."""
+    node = HeadNode(tmp_path)
+    try:
+        yield node.start()
+    finally:
+        left = node.stop()
+    assert not left, f"processes left after `rayx stop`: {left}"

@@ -8,9 +8,6 @@ what they create, and never assert on wall-clock speed.
 """
 import asyncio
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 
@@ -335,73 +332,53 @@ def test_named_actor_from_task(rayx_start):
     rayx.kill(rayx.get_actor("task-visible"))
 
 
-def test_non_detached_actor_dies_with_its_driver_and_detached_survives(tmp_path):
-    env = dict(os.environ, RAYX_TMPDIR=str(tmp_path / "rx"))
-    cli = [sys.executable, "-m", "rayx.scripts.cli"]
-    started = []
-    try:
-        subprocess.run(cli + ["start", "--head", "--port", "0", "--num-cpus", "2",
-                              "--object-store-memory", str(128 << 20)],
-                       check=True, env=env, timeout=60, capture_output=True)
-        import json
-        record = json.load(open(tmp_path / "rx" / "cluster.json"))
-        started = [pid for node in record["nodes"] for pid in node["pids"]]
-        first = textwrap.dedent("""
-            import os, rayx
-            rayx.init(address="auto", namespace="shared")
+def test_non_detached_actor_dies_with_its_driver_and_detached_survives(head_node):
+    out = head_node.run_driver("""
+        import os, rayx
+        rayx.init(address="auto", namespace="shared")
 
-            @rayx.remote
-            class Store:
-                def __init__(self):
-                    self.data = {}
-                def put(self, k, v):
-                    self.data[k] = v
-                def get(self, k):
-                    return self.data.get(k)
-                def pid(self):
-                    return os.getpid()
+        @rayx.remote
+        class Store:
+            def __init__(self):
+                self.data = {}
+            def put(self, k, v):
+                self.data[k] = v
+            def get(self, k):
+                return self.data.get(k)
+            def pid(self):
+                return os.getpid()
 
-            d = Store.options(name="keeper", lifetime="detached").remote()
-            t = Store.options(name="temp").remote()
-            rayx.get(d.put.remote("x", 42), timeout=60)
-            print("PIDS", rayx.get(d.pid.remote(), timeout=60), rayx.get(t.pid.remote(), timeout=60))
-            rayx.shutdown()
-        """)
-        out = subprocess.run([sys.executable, "-c", first], env=env, timeout=120,
-                             capture_output=True, text=True, cwd=str(tmp_path))
-        assert "PIDS" in out.stdout, out.stderr
-        detached_pid, temp_pid = map(int, out.stdout.split("PIDS")[1].split())
-        assert _wait_gone(temp_pid), "the non-detached actor outlived its driver"
-        second = textwrap.dedent("""
-            import rayx
-            rayx.init(address="auto", namespace="shared")
-            d = rayx.get_actor("keeper")
-            print("VALUE", rayx.get(d.get.remote("x"), timeout=60))
-            try:
-                rayx.get_actor("temp")
-                print("TEMP ALIVE")
-            except ValueError:
-                print("TEMP GONE")
-            try:
-                rayx.get_actor("keeper", namespace="other")
-                print("WRONG NAMESPACE FOUND")
-            except ValueError:
-                print("NAMESPACE OK")
-            rayx.kill(d)
-            rayx.shutdown()
-        """)
-        out = subprocess.run([sys.executable, "-c", second], env=env, timeout=120,
-                             capture_output=True, text=True, cwd=str(tmp_path))
-        assert "VALUE 42" in out.stdout, out.stderr
-        assert "TEMP GONE" in out.stdout
-        assert "NAMESPACE OK" in out.stdout
-        assert psutil.pid_exists(detached_pid) is False or _wait_gone(detached_pid)
-    finally:
-        subprocess.run(cli + ["stop"], env=env, timeout=60)
-    deadline = time.time() + 15
-    while any(psutil.pid_exists(pid) for pid in started) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in started if psutil.pid_exists(pid)]
+        d = Store.options(name="keeper", lifetime="detached").remote()
+        t = Store.options(name="temp").remote()
+        rayx.get(d.put.remote("x", 42), timeout=60)
+        print("PIDS", rayx.get(d.pid.remote(), timeout=60), rayx.get(t.pid.remote(), timeout=60))
+        rayx.shutdown()
+    """)
+    assert "PIDS" in out.stdout, out.stderr
+    detached_pid, temp_pid = map(int, out.stdout.split("PIDS")[1].split())
+    assert _wait_gone(temp_pid), "the non-detached actor outlived its driver"
+    out = head_node.run_driver("""
+        import rayx
+        rayx.init(address="auto", namespace="shared")
+        d = rayx.get_actor("keeper")
+        print("VALUE", rayx.get(d.get.remote("x"), timeout=60))
+        try:
+            rayx.get_actor("temp")
+            print("TEMP ALIVE")
+        except ValueError:
+            print("TEMP GONE")
+        try:
+            rayx.get_actor("keeper", namespace="other")
+            print("WRONG NAMESPACE FOUND")
+        except ValueError:
+            print("NAMESPACE OK")
+        rayx.kill(d)
+        rayx.shutdown()
+    """)
+    assert "VALUE 42" in out.stdout, out.stderr
+    assert "TEMP GONE" in out.stdout
+    assert "NAMESPACE OK" in out.stdout
+    assert psutil.pid_exists(detached_pid) is False or _wait_gone(detached_pid)
 
 
 # ----------------------------------------------------------- concurrency

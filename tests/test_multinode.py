@@ -1,7 +1,6 @@
 """Several nodes on one machine (distinct loopback addresses): placement by
 resources and strategies, object transfer between nodes, locality, actors on
 other nodes, and tasks waiting for a node that fits."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 
 import rayx
-from rayx._core import codec
 from rayx.cluster_utils import Cluster
 from rayx.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

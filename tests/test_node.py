@@ -2,9 +2,6 @@
 shutdown, and drivers joining a node started by ``rayx start``."""
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import psutil
@@ -198,40 +195,21 @@ def test_infeasible_task_is_reported_not_hung(rayx_start, capfd):
     assert "unobtainium" in status
 
 
-def test_rayx_start_and_second_driver(tmp_path):
-    env = dict(os.environ, RAYX_TMPDIR=str(tmp_path / "rayx"))
-    cli = [sys.executable, "-m", "rayx.scripts.cli"]
-    try:
-        subprocess.run(cli + ["start", "--head", "--port", "0", "--num-cpus", "2",
-                              "--object-store-memory", str(128 << 20)],
-                       check=True, env=env, timeout=60, capture_output=True)
-        import json
-        record = json.load(open(tmp_path / "rayx" / "cluster.json"))
-        started = [pid for node in record["nodes"] for pid in node["pids"]]
-        started += [c.pid for pid in started for c in psutil.Process(pid).children(recursive=True)]
-        assert len(started) >= 4   # 3 GCS shards, a raylet, its workers
-        status = subprocess.run(cli + ["status"], check=True, env=env, timeout=60,
-                                capture_output=True, text=True)
-        assert "CPU" in status.stdout and "0/2 CPU" in status.stdout
-        driver = textwrap.dedent("""
-            import rayx
-            rayx.init(address="auto")
+def test_rayx_start_and_second_driver(head_node):
+    assert len(head_node.started) >= 4   # 3 GCS shards, a raylet, its workers
+    status = head_node.cli("status")
+    assert "CPU" in status.stdout and "0/2 CPU" in status.stdout
+    driver = """
+        import rayx
+        rayx.init(address="auto")
 
-            @rayx.remote
-            def square(x):
-                return x * x
+        @rayx.remote
+        def square(x):
+            return x * x
 
-            print("RESULT", sum(rayx.get([square.remote(i) for i in range(10)])))
-            rayx.shutdown()
-        """)
-        for _ in range(2):  # two drivers, one after the other, share the cluster
-            out = subprocess.run([sys.executable, "-c", driver], env=env, timeout=120,
-                                 capture_output=True, text=True)
-            assert "RESULT 285" in out.stdout, out.stderr
-    finally:
-        subprocess.run(cli + ["stop"], env=env, timeout=60)
-    deadline = time.time() + 15
-    while any(psutil.pid_exists(pid) for pid in started) and time.time() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in started if psutil.pid_exists(pid)]
-
+        print("RESULT", sum(rayx.get([square.remote(i) for i in range(10)])))
+        rayx.shutdown()
+    """
+    for _ in range(2):  # two drivers, one after the other, share the cluster
+        out = head_node.run_driver(driver)
+        assert "RESULT 285" in out.stdout, out.stderr
