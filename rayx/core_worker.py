@@ -252,7 +252,7 @@ class CoreWorker:
         return next(counter)   # atomic under the GIL
 
     def submit_task(self, spec):
-        refs = list(map(ObjectRef, spec.return_ids()))
+        refs = self.refs.refs_registered_by_message(spec.return_ids())
         self.conn.send((p.SUBMIT, spec))
         return refs
 

@@ -61,6 +61,23 @@ class LocalRefCounter:
         with self._lock:
             return list(self.counts)
 
+    def refs_registered_by_message(self, object_ids):
+        """New refs whose first reference the raylet learns from the message that
+        creates them (a SUBMIT holds its returns for the submitter), so no "added"
+        update needs to travel for them."""
+        refs = []
+        with self._lock:
+            counts = self.counts
+            for object_id in object_ids:
+                counts[object_id] = counts.get(object_id, 0) + 1
+                ref = _new_ref(ObjectRef)
+                ref._id = object_id
+                refs.append(ref)
+        return refs
+
+
+_new_ref = object.__new__
+
 
 class ObjectRef:
     """A reference to an object in the cluster; pass it to tasks or ``rayx.get`` it."""

@@ -199,3 +199,4 @@ def test_grpc_refuses_calls_without_the_cluster_token(cluster):
     channel.close()
     # The raylet is still fine.
     assert rayx.get(where.remote(), timeout=60)
+

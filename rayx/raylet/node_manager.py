@@ -144,6 +144,7 @@ class Raylet:
         self._grpc_server = None
         self._task_seconds = 0.0
         self._durations = {}           # function id -> average seconds per run
+        self._unplaced_retry = 0.0
         self._subscription = None
         self._handlers = {
             p.REGISTER: self._on_register,
@@ -222,6 +223,9 @@ class Raylet:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             for worker in self.pool.reap_exited():
                 self._worker_gone(worker, "exited before registering")
+            if self.router.unplaced and self.loop.time() - self._unplaced_retry > 1.0:
+                self._unplaced_retry = self.loop.time()
+                self.router.retry_unplaced()
             self._ensure_min_workers()
             if self.gcs_writer is not None:
                 self.gcs_writer.put("nodes", self.node_id, codec.dumps(self._node_record()))
@@ -286,6 +290,13 @@ class Raylet:
             self._schedule_dispatch()
 
     def _on_submit(self, conn, spec):
+        # The submitter holds refs to the returns from now on (it sends no REFS for them).
+        held = conn.held
+        objects = self.objects
+        for object_id in spec.return_ids():
+            if object_id not in held:
+                held.add(object_id)
+                objects.incref(object_id)
         self.submit(spec, conn)
 
     def _on_put(self, conn, object_id, data, size, nested):
@@ -442,6 +453,9 @@ class Raylet:
 
     def accept_forwarded(self, spec, from_node):
         """ForwardTasks: run a task another node placed here; its results go back to that node."""
+        if from_node not in self.peers.nodes:
+            self.peers.saw_peer()
+            self.loop.create_task(self._refresh_peers())
         self.submit(spec, None, owner_node=from_node)
 
     def track_dependencies(self, task, hold_inputs=True, wait=True):

@@ -57,7 +57,10 @@ class ObjectManager:
                 sources = list(entry.remote_locations or ())
                 if not sources:
                     sources = await self._gcs_locations(object_id)
-                sources = [s for s in sources if s != raylet.node_id and s in raylet.peers.nodes]
+                sources = [s for s in sources if s != raylet.node_id]
+                if any(s not in raylet.peers.nodes for s in sources):
+                    await raylet._refresh_peers()     # a node that joined after our last look
+                sources = [s for s in sources if s in raylet.peers.nodes]
                 for source in sources:
                     if await self._pull(source, object_id):
                         return

@@ -52,6 +52,11 @@ class Peers:
     def has_peers(self):
         return self._has_peers
 
+    def saw_peer(self):
+        """Another node talked to us: it exists, even if our last read of the node
+        table predates it (the next read fills in its address)."""
+        self._has_peers = True
+
     def head_address(self):
         for record in self.nodes.values():
             if record.get("is_head"):

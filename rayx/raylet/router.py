@@ -36,6 +36,7 @@ class Router:
         self._to_place = []
         self._actor_backlog = {}     # actor id -> [Task] waiting for the actor's location
         self.unplaced = []           # tasks no live node can run; retried when nodes join
+        self._warned = set()         # ids of unplaced tasks the driver was warned about
         self._place_scheduled = False
         peers.on_forward_failed = self._forward_failed
 
@@ -130,7 +131,9 @@ class Router:
                 self.run_here(task)
             elif placement.infeasible:
                 self.unplaced.append(task)
-                self.raylet.warn_infeasible(task)
+                if task.spec.task_id not in self._warned:
+                    self._warned.add(task.spec.task_id)
+                    self.raylet.warn_infeasible(task)
             elif bytes(placement.node_id) == self.raylet.node_id:
                 self.run_here(task)
             else:
@@ -138,11 +141,13 @@ class Router:
 
     def run_here(self, task):
         self.forwarded.pop(task.spec.task_id, None)
+        self._warned.discard(task.spec.task_id)
         task.state = t.WAITING
         self.raylet.submit_here(task, inputs_held=True)
 
     def forward(self, task, node_id):
         spec = task.spec
+        self._warned.discard(spec.task_id)
         if spec.task_type == codec.ACTOR_CREATION_TASK:
             self.actor_locations[spec.actor_id] = node_id
             self._flush_backlog(spec.actor_id)

@@ -11,7 +11,7 @@ import time
 from rayx._core import codec
 from rayx.protos import rayx_pb2, rayx_pb2_grpc
 from rayx.raylet.object_manager import object_locations
-from rayx.scheduler.policy import choose_node
+from rayx.scheduler.policy import choose_node, fits
 
 NODES_CACHE_SECONDS = 0.05
 
@@ -23,9 +23,9 @@ class GlobalSchedulerService(rayx_pb2_grpc.GlobalSchedulerServicer):
         self._nodes_read_at = 0.0
         self._placed_since = {}    # node id -> (heartbeat seen, tasks placed since)
 
-    async def _live_nodes(self):
+    async def _live_nodes(self, fresh=False):
         now = time.monotonic()
-        if now - self._nodes_read_at > NODES_CACHE_SECONDS:
+        if fresh or now - self._nodes_read_at > NODES_CACHE_SECONDS:
             loop = asyncio.get_running_loop()
             rows = await loop.run_in_executor(None, self.gcs.scan, "nodes")
             nodes = [codec.loads(blob) for blob in rows.values()]
@@ -54,12 +54,14 @@ class GlobalSchedulerService(rayx_pb2_grpc.GlobalSchedulerServicer):
         return extra
 
     async def Schedule(self, request, context):
+        specs = [codec.loads(blob) for blob in request.specs]
         nodes = await self._live_nodes()
+        if any(not any(fits(n.get("resources_total", {}), s.resources) for n in nodes) for s in specs):
+            nodes = await self._live_nodes(fresh=True)   # a node that fits may just have joined
         by_id = {n["node_id"]: n for n in nodes}
         extra = self._extra_queued(nodes)
         reply = rayx_pb2.ScheduleReply()
-        for blob in request.specs:
-            spec = codec.loads(blob)
+        for spec in specs:
             placement = choose_node(spec, nodes, await self._input_locations(spec), extra)
             node = by_id.get(placement.node_id)
             if node is not None:
