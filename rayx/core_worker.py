@@ -129,6 +129,8 @@ class CoreWorker:
         elif tag == p.EXIT:
             if self.on_execute is not None:
                 self.on_execute(message)
+        elif tag == p.READY_NOTE:
+            self._known_local.add(message[1])
         elif tag == p.CANCEL:
             if self.on_cancel is not None:
                 self.on_cancel(message[1])
@@ -366,7 +368,8 @@ class CoreWorker:
         ready.update(self._values.keys() & object_ids)
         if len(ready) < num_returns:
             rest = [oid for oid in object_ids if oid not in ready]
-            reply = self._wait_raylet(rest, num_returns - len(ready), False, timeout, fetch_local)
+            reply = self._wait_raylet(rest, num_returns - len(ready), False, timeout, fetch_local,
+                                      notify=fetch_local)
             if reply is None:
                 reply = self._wait_raylet(rest, 0, False, None, fetch_local)
             arrived = [object_id for object_id, _, _ in reply]
@@ -387,14 +390,14 @@ class CoreWorker:
                 not_ready.append(ref)
         return ready_refs, not_ready
 
-    def _wait_raylet(self, object_ids, num_ready, with_data, timeout, fetch=True):
+    def _wait_raylet(self, object_ids, num_ready, with_data, timeout, fetch=True, notify=False):
         request_id = next(self._request_ids)
         pending = self._requests[request_id] = _Pending()
         blocking = self.on_block is not None and num_ready > 0
         if blocking:
             self.on_block()
         try:
-            self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data, fetch))
+            self.conn.send_now((p.WAIT, request_id, object_ids, num_ready, with_data, fetch, notify))
             if not self.conn.wait_for(pending.event, timeout):
                 self._requests.pop(request_id, None)
                 self.conn.send_now((p.CANCEL_WAIT, request_id))

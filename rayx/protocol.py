@@ -12,7 +12,8 @@ client -> raylet
   REGISTER      kind ("driver"|"worker"), worker_id, pid, job_id, info dict
   SUBMIT        TaskSpec
   PUT           object_id, data | None (None: already sealed in the arena), size, nested_refs
-  WAIT          request_id, [object_id], num_ready, with_data (bool), fetch (bool: pull remote objects here)
+  WAIT          request_id, [object_id], num_ready, with_data (bool), fetch (bool: pull remote objects here),
+                notify (bool: after the reply, send READY_NOTE for the rest as they become ready)
   CANCEL_WAIT   request_id
   TASK_DONE     task_id, [(object_id, data | None, size, nested_refs, is_error)], retryable_error (bool)
   REFS          [added object ids], [removed object ids]
@@ -28,6 +29,7 @@ raylet -> client
   LOG           text (already prefixed with the task name and pid)
   EXIT          reason                                  -- the worker should exit
   CANCEL        task_id                                 -- interrupt that task if it runs here
+  READY_NOTE    object_id                               -- an object a finished wait asked about is ready
 """
 import os
 import select
@@ -55,6 +57,7 @@ REPLY = 53
 LOG = 54
 EXIT = 55
 CANCEL = 56
+READY_NOTE = 57
 
 _RECV_SIZE = 1 << 20
 EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once

@@ -312,3 +312,18 @@ def test_cancel_pending_running_and_forced(rayx_start):
     assert rayx.get(add_one.remote(1), timeout=60) == 2
     with pytest.raises(TypeError):
         rayx.cancel("not a ref")
+
+
+def test_waiting_down_a_list_needs_no_round_trips_once_notified(rayx_start):
+    refs = [add_one.remote(i) for i in range(50)]
+    ready, rest = rayx.wait(refs, num_returns=1, timeout=60)
+    worker = rayx.api._worker
+    deadline = time.time() + 60
+    while not {r.binary() for r in rest} <= worker._known_local and time.time() < deadline:
+        time.sleep(0.05)        # READY_NOTEs for the rest arrive as they finish
+    writes = worker.conn.writes
+    while rest:
+        ready, rest = rayx.wait(rest, num_returns=1, timeout=60)
+        assert len(ready) == 1
+    assert worker.conn.writes == writes
+    assert rayx.get(refs) == [i + 1 for i in range(50)]

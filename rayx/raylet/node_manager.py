@@ -53,6 +53,7 @@ class ClientConnection(asyncio.Protocol):
         self.pid = 0
         self.held = set()
         self.waits = {}
+        self.notifiers = set()   # answered waits still sending READY_NOTEs
         self.info = {}
 
     def connection_made(self, transport):
@@ -92,7 +93,7 @@ class WaitRequest:
     """A get or wait from a client: answered once ``num_ready`` objects are ready."""
 
     __slots__ = ("raylet", "conn", "request_id", "object_ids", "num_ready", "with_data", "ready", "done",
-                 "fetch")
+                 "fetch", "notify", "notes_left")
 
     def __init__(self, raylet, conn, request_id, object_ids, num_ready, with_data):
         self.raylet = raylet
@@ -104,8 +105,18 @@ class WaitRequest:
         self.ready = 0
         self.done = False
         self.fetch = True
+        self.notify = False
+        self.notes_left = 0
 
     def object_ready(self, entry):
+        if self.done:
+            # Answered already; the client asked to hear about the rest (a later
+            # wait on them then needs no round trip).
+            self.conn.send((p.READY_NOTE, entry.object_id))
+            self.notes_left -= 1
+            if self.notes_left <= 0:
+                self.conn.notifiers.discard(self)
+            return
         self.ready += 1
         if self.ready >= self.num_ready and not self.done:
             self.raylet.complete_wait(self)
@@ -366,10 +377,11 @@ class Raylet:
 
     # ----------------------------------------------------------- get / wait
 
-    def _on_wait(self, conn, request_id, object_ids, num_ready, with_data, fetch=True):
+    def _on_wait(self, conn, request_id, object_ids, num_ready, with_data, fetch=True, notify=False):
         unique = list(dict.fromkeys(object_ids))
         request = WaitRequest(self, conn, request_id, unique, min(num_ready, len(unique)), with_data)
         request.fetch = fetch
+        request.notify = notify and fetch
         objects = self.objects
         pending = []
         for object_id in unique:
@@ -399,10 +411,17 @@ class Raylet:
         conn.waits.pop(request.request_id, None)
         objects = self.objects
         ready = []
+        lingering = False
         for object_id in request.object_ids:
             entry = objects.get(object_id)
             if entry is None or entry.state != READY:
-                objects.remove_waiter(object_id, request)
+                if request.notify and entry is not None:
+                    lingering = True          # stays registered, to send READY_NOTE
+                    request.notes_left += 1
+                    if entry.waiters is None or request not in entry.waiters:
+                        objects.add_waiter(object_id, request)
+                else:
+                    objects.remove_waiter(object_id, request)
                 if entry is not None and not request.fetch and entry.remote_locations:
                     ready.append((object_id, None, True))
                 continue
@@ -410,6 +429,8 @@ class Raylet:
             if request.with_data and entry.spilled:
                 self.ensure_in_arena(entry)
             ready.append((object_id, data, entry.in_arena))
+        if lingering:
+            conn.notifiers.add(request)
         conn.send((p.WAIT_REPLY, request.request_id, ready))
         self._unblock(conn.worker)
 
@@ -804,7 +825,7 @@ class Raylet:
     # ---------------------------------------------------------- disconnects
 
     def on_disconnect(self, conn):
-        for request in list(conn.waits.values()):
+        for request in list(conn.waits.values()) + list(conn.notifiers):
             request.done = True
             for object_id in request.object_ids:
                 self.objects.remove_waiter(object_id, request)

@@ -118,7 +118,7 @@ class ObjectTable:
             self._free(entry)
 
     def _free(self, entry):
-        if entry.waiters:
+        if entry.waiters and not all(getattr(w, "done", False) for w in entry.waiters):
             return  # someone still waits on it (e.g. a get racing a decref)
         del self.entries[entry.object_id]
         if entry.in_arena:
