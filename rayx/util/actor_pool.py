@@ -45,24 +45,20 @@ class ActorPool:
 
     def map(self, fn, values):
         """Submit ``fn`` over ``values``; a generator of the results in order."""
-        self._discard_outstanding()
-        for value in values:
-            self.submit(fn, value)
-
-        def results():
-            while self.has_next():
-                yield self.get_next()
-        return results()
+        return self._map(fn, values, self.get_next)
 
     def map_unordered(self, fn, values):
         """Submit ``fn`` over ``values``; a generator of the results as they finish."""
+        return self._map(fn, values, self.get_next_unordered)
+
+    def _map(self, fn, values, next_result):
         self._discard_outstanding()
         for value in values:
             self.submit(fn, value)
 
         def results():
             while self.has_next():
-                yield self.get_next_unordered()
+                yield next_result()
         return results()
 
     def _discard_outstanding(self):
