@@ -241,7 +241,7 @@ class ActorMethod:
             actor_id=handle._actor_id,
             sequence_number=seq,
         )
-        refs = core.submit_task(spec)
+        refs = core.submit_actor_call(spec)
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:

@@ -19,6 +19,7 @@ import time
 
 from rayx import protocol as p
 from rayx import serialization
+from rayx.direct_calls import DirectCalls
 from rayx._core.ids import JobID, ObjectID, TaskID
 from rayx.exceptions import (ArenaError, GetTimeoutError, ObjectExistsError, ObjectLostError,
                              ObjectStoreFullError, RaySystemError)
@@ -91,6 +92,7 @@ class CoreWorker:
         self.on_cancel = None        # worker: rayx.cancel of a task this worker has
         self.on_block = None         # worker: called before a get that may block, and after
         self.on_unblock = None
+        self.direct = DirectCalls(self)
         self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
         self.conn.start()
         self.conn.send_now((p.REGISTER, mode, worker_id, os.getpid(), job_id, job_info or {}))
@@ -156,6 +158,8 @@ class CoreWorker:
             for object_id in removed:
                 values.pop(object_id, None)
                 known.discard(object_id)
+            if self.direct.pending:
+                self.direct.forget(removed)
             out.append((p.REFS, (), removed))
         return out
 
@@ -171,9 +175,35 @@ class CoreWorker:
             raise RaySystemError(f"{op} failed: {pending.result}")
         return pending.result
 
+    def request_async(self, op, args, callback):
+        """A control call whose answer goes to ``callback(ok, result)`` (in a reading thread)."""
+        request_id = next(self._request_ids)
+        self._requests[request_id] = _Pending(
+            callback=lambda pending: callback(pending.ok, pending.result))
+        self.conn.send((p.REQUEST, request_id, op, args))
+
+    def wait_async(self, object_ids, callback):
+        """Fetch ``object_ids`` to this node; then note where their bytes are (this process
+        must hold refs to them) and call ``callback(ok)`` (in a reading thread)."""
+        def arrived(pending):
+            if pending.ok:
+                values = self._values
+                known = self._known_local
+                for object_id, data, in_arena in pending.result:
+                    if in_arena:
+                        known.add(object_id)
+                    else:
+                        values[object_id] = data
+            callback(pending.ok)
+
+        request_id = next(self._request_ids)
+        self._requests[request_id] = _Pending(callback=arrived)
+        self.conn.send((p.WAIT, request_id, object_ids, len(set(object_ids)), True))
+
     def shutdown(self):
         if self._closed:
             return
+        self.direct.close()
         self.refs.uninstall()
         self.conn.close()
         self._closed = True
@@ -258,6 +288,10 @@ class CoreWorker:
         self.conn.send((p.SUBMIT, spec))
         return refs
 
+    def submit_actor_call(self, spec):
+        """An actor call: directly to the actor's worker when it lives on this node."""
+        return self.direct.submit(spec)
+
     # ------------------------------------------------------------ put
 
     def put(self, value):
@@ -333,6 +367,11 @@ class CoreWorker:
         values = self._values
         missing = [oid for oid in object_ids if oid not in values]
         located = {}
+        if missing and self.direct.pending:
+            start = time.monotonic()
+            missing = self.direct.wait(missing, timeout)
+            if timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - start))
         if missing:
             reply = self._wait_raylet(missing, len(set(missing)), True, timeout)
             if reply is None:
@@ -352,12 +391,23 @@ class CoreWorker:
             if data is None:
                 data = self.arena.get(object_id)
                 if data is None:
-                    raise ObjectLostError(object_id.hex())
+                    data = self._restore(object_id, timeout)
             value = serialization.deserialize(data)
             if type(value) is serialization.ErrorValue:
                 raise value.error
             results.append(value)
         return results
+
+    def _restore(self, object_id, timeout):
+        """An object known to be local is not in the arena (spilled): the raylet brings it back."""
+        reply = self._wait_raylet([object_id], 1, True, timeout)
+        if reply:
+            _, data, in_arena = reply[0]
+            if in_arena:
+                data = self.arena.get(object_id)
+            if data is not None:
+                return data
+        raise ObjectLostError(object_id.hex())
 
     def wait(self, refs, num_returns, timeout, fetch_local=True):
         """(ready, not ready) refs in input order. Set operations, not per-ref Python

@@ -11,6 +11,13 @@ Once a worker has run an actor's constructor it hosts that actor: calls run
 in arrival order on the main thread, or on a thread pool of
 ``max_concurrency`` threads (threaded actors), or as asyncio tasks on one
 event loop thread (actors with ``async def`` methods).
+
+An actor's worker also listens on a socket of its own for direct calls from
+callers on its node (``rayx.direct_calls``): each call's result goes back on
+the socket it came from, and is registered with the raylet (batched) so the
+rest of the cluster can use it. Calls that came through the raylet are
+answered to the raylet. Retries of direct calls (``max_task_retries`` with
+``retry_exceptions``) happen here, in place.
 """
 import _thread
 import asyncio
@@ -27,9 +34,11 @@ from rayx import serialization
 from rayx._core import codec
 from rayx._core.ids import TaskID
 from rayx.exceptions import ActorDiedError, TaskCancelledError, ObjectLostError, RayTaskError
+from rayx.object_ref import ObjectRef
 from rayx.task_events import TaskEvents, _now
 
 TERMINATE_METHOD = "__ray_terminate__"
+ARG_RESTORE_TIMEOUT = 60.0
 
 
 class ActorExit(BaseException):
@@ -52,6 +61,7 @@ class Executor:
         self._async_limit = 1000
         self._namespaces = {}        # job id -> that job's namespace
         self._events = None          # TaskEvents: one record per task run (rayx list tasks, timeline)
+        self._listener = None        # PeerListener for direct calls (actors only)
 
     def submit(self, message):
         if self._blocked and message[0] == p.EXECUTE and message[1].task_type == codec.NORMAL_TASK:
@@ -69,6 +79,45 @@ class Executor:
             self.core.conn.send_now(message)
         else:
             self.core.conn.defer(message)
+
+    def _reply(self, spec, results, retryable, route):
+        """Results of a call to whoever sent it: the raylet (``route`` None) or a direct caller."""
+        if route is None:
+            self._report((p.TASK_DONE, spec.task_id, results, retryable))
+            return
+        conn = self.core.conn
+        # The raylet learns of the results too (batched), so refs to them work anywhere.
+        # It must hear first of refs this call made or kept, and of objects in the arena,
+        # before the caller could pass them on or drop its own refs.
+        urgent = bool(spec.nested_refs) or bool(self.core.refs.events)
+        for object_id, data, size, nested, is_error in results:
+            conn.defer((p.PUT, object_id, data, size, nested, is_error))
+            if data is None or nested:
+                urgent = True
+        if urgent:
+            conn.flush()
+        message = (p.DIRECT_DONE, spec.task_id, results)
+        if self.queue.empty():
+            route.send(message)
+        else:
+            route.defer(message)
+
+    def _listen_for_direct_calls(self):
+        """After the constructor: open the actor's own socket and tell the raylet (before
+        the constructor's TASK_DONE, so it knows the path once the actor is alive)."""
+        session_dir = self.core.node_info.get("session_dir", "")
+        path = os.path.join(session_dir, "sockets", f"actor-{os.getpid()}.sock")
+        if len(path.encode()) > 100:       # too long for a Unix socket address: raylet path only
+            return
+        try:
+            self._listener = p.PeerListener(self.core.conn, path, self._on_direct_message, _ignore)
+        except OSError:
+            return
+        self.core.conn.send((p.LISTENING, path))
+
+    def _on_direct_message(self, peer, message):
+        if message[0] == p.DIRECT_CALL:
+            self.submit((p.DIRECT_CALL, message[1], message[2], None, peer))
 
     def before_blocking(self):
         """The running task is about to wait in get: give back the tasks queued here."""
@@ -113,6 +162,9 @@ class Executor:
             if message[0] == p.EXIT:
                 self._events.flush()
                 return
+            if message[0] == p.DIRECT_CALL:
+                self.dispatch_call(message[1], message[2], message[4])
+                continue
             _, spec, values, gpu_ids = message
             if spec.task_type == codec.ACTOR_TASK:
                 self.dispatch_call(spec, values)
@@ -148,6 +200,7 @@ class Executor:
                 self.actor = fn(*args, **kwargs)
                 self.actor_spec = spec
                 self._setup_concurrency(spec, fn)
+                self._listen_for_direct_calls()
                 result = None
             else:
                 result = fn(*args, **kwargs)
@@ -222,10 +275,12 @@ class Executor:
                 inline = values.get(data)
                 buffer = inline if inline is not None else arena.get(data)
                 if buffer is None:
-                    raise ObjectLostError(data.hex())
-                value = serialization.deserialize(buffer)
-                if type(value) is serialization.ErrorValue:
-                    raise value.error
+                    # Not in the arena (spilled meanwhile): the raylet restores it.
+                    value = self.core.get([ObjectRef(data)], timeout=ARG_RESTORE_TIMEOUT)[0]
+                else:
+                    value = serialization.deserialize(buffer)
+                    if type(value) is serialization.ErrorValue:
+                        raise value.error
             else:
                 value = serialization.deserialize(data)
             if keyword:
@@ -283,20 +338,20 @@ class Executor:
             self._pool = concurrent.futures.ThreadPoolExecutor(spec.max_concurrency,
                                                                thread_name_prefix="rayx-actor")
 
-    def dispatch_call(self, spec, values):
+    def dispatch_call(self, spec, values, route=None):
         if self.actor is None:
             error = ActorDiedError("This worker hosts no actor (its constructor did not run here).")
-            self.core.conn.send_now((p.TASK_DONE, spec.task_id, self.fixed_error_results(spec, error), False))
+            self._reply(spec, self.fixed_error_results(spec, error), False, route)
             return
         if spec.method_name == TERMINATE_METHOD:
             self._drain()
-            self._exit_actor(spec, "the actor was terminated by __ray_terminate__")
+            self._exit_actor(spec, "the actor was terminated by __ray_terminate__", route)
         if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._run_async_call(spec, values), self._loop)
+            asyncio.run_coroutine_threadsafe(self._run_async_call(spec, values, route), self._loop)
         elif self._pool is not None:
-            self._pool.submit(self.run_call, spec, values)
+            self._pool.submit(self.run_call, spec, values, route)
         else:
-            self.run_call(spec, values)
+            self.run_call(spec, values, route)
 
     def _drain(self):
         """Let the calls already started finish (graceful termination)."""
@@ -308,27 +363,45 @@ class Executor:
                 lambda: asyncio.ensure_future(_wait_all_tasks(self._loop, done)))
             done.wait(60)
 
-    def run_call(self, spec, values):
-        start = self._begin_call(spec)
-        try:
-            outcome = (self.store_results(spec, self._invoke(spec, values)), None, False)
-        except BaseException as exc:
-            outcome = self._call_failed(spec, start, exc)
-        self._end_call(spec, start, *outcome)
+    def run_call(self, spec, values, route=None):
+        while True:
+            start = self._begin_call(spec)
+            try:
+                outcome = (self.store_results(spec, self._invoke(spec, values)), None, False)
+            except BaseException as exc:
+                outcome = self._call_failed(spec, start, exc, route)
+            if not self._retried_here(spec, start, outcome, route):
+                self._end_call(spec, start, *outcome, route)
+                return
 
-    async def _run_async_call(self, spec, values):
+    async def _run_async_call(self, spec, values, route=None):
         if self._async_slots is None:
             self._async_slots = asyncio.Semaphore(self._async_limit)
         async with self._async_slots:
-            start = self._begin_call(spec)
-            try:
-                result = self._invoke(spec, values)
-                if inspect.isawaitable(result):
-                    result = await result
-                outcome = (self.store_results(spec, result), None, False)
-            except BaseException as exc:
-                outcome = self._call_failed(spec, start, exc)
-            self._end_call(spec, start, *outcome)
+            while True:
+                start = self._begin_call(spec)
+                try:
+                    result = self._invoke(spec, values)
+                    if inspect.isawaitable(result):
+                        result = await result
+                    outcome = (self.store_results(spec, result), None, False)
+                except BaseException as exc:
+                    outcome = self._call_failed(spec, start, exc, route)
+                if not self._retried_here(spec, start, outcome, route):
+                    self._end_call(spec, start, *outcome, route)
+                    return
+
+    def _retried_here(self, spec, start, outcome, route):
+        """A direct call that raised a retryable error runs again at once (the raylet
+        retries the calls it sent). True if it is to run again."""
+        _, error, retryable = outcome
+        max_retries = spec.max_retries
+        if route is None or not retryable or not (max_retries < 0 or spec.attempt < max_retries):
+            return False
+        self.core.leave_task()
+        self._events.record(spec, start, error)
+        spec.attempt += 1
+        return True
 
     def _begin_call(self, spec):
         self.core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
@@ -338,32 +411,38 @@ class Executor:
         args, kwargs = self.resolve_args(spec, values)
         return getattr(self.actor, spec.method_name)(*args, **kwargs)
 
-    def _call_failed(self, spec, start, exc):
+    def _call_failed(self, spec, start, exc, route=None):
         """(results, error class, retryable) for a call that raised; exit_actor() ends here."""
         if isinstance(exc, ActorExit):
             self._events.record(spec, start, ActorExit)
-            self._exit_actor(spec, "the actor called exit_actor()")
+            self._exit_actor(spec, "the actor called exit_actor()", route)
         if not isinstance(exc, Exception):
             raise exc
         # Keep the class only: keeping the exception would keep its frames alive.
         return self.error_results(spec, exc), type(exc), spec.retry_exceptions
 
-    def _end_call(self, spec, start, results, error, retryable):
+    def _end_call(self, spec, start, results, error, retryable, route=None):
         self.core.leave_task()
         self._events.record(spec, start, error)
-        self._report((p.TASK_DONE, spec.task_id, results, retryable))
+        self._reply(spec, results, retryable, route)
 
-    def _exit_actor(self, spec, reason):
+    def _exit_actor(self, spec, reason, route=None):
         """End this actor for good: the current call fails, the raylet is told, the process exits."""
         error = ActorDiedError(f"The actor {self.actor_spec.function_name} is dead: {reason}.")
         if spec.method_name != TERMINATE_METHOD:
-            done = (p.TASK_DONE, spec.task_id, self.fixed_error_results(spec, error), False)
+            results = self.fixed_error_results(spec, error)
         else:
-            done = (p.TASK_DONE, spec.task_id, self.store_results(spec, None), False)
+            results = self.store_results(spec, None)
         self._events.flush()
+        exit_message = (p.ACTOR_EXIT, spec.actor_id, reason, b"")
         try:
-            # One write: the raylet must see the exit before it could route another call here.
-            self.core.conn.send_all_now([done, (p.ACTOR_EXIT, spec.actor_id, reason, b"")])
+            # The raylet must see the exit before it could route another call here,
+            # and before a direct caller (told next) asks it where the actor went.
+            if route is None:
+                self.core.conn.send_all_now([(p.TASK_DONE, spec.task_id, results, False), exit_message])
+            else:
+                self.core.conn.send_all_now([(p.PUT, *result) for result in results] + [exit_message])
+                route.send_now((p.DIRECT_DONE, spec.task_id, results))
         except Exception:
             pass
         sys.stdout.flush()
@@ -377,6 +456,10 @@ async def _wait_all_tasks(loop, done):
     if pending:
         await asyncio.wait(pending, timeout=60)
     done.set()
+
+
+def _ignore(*_):
+    pass
 
 
 def _user_frames(tb):

@@ -24,6 +24,7 @@ class LocalRefCounter:
     def __init__(self):
         self.events = collections.deque()
         self.counts = {}
+        self.announce = []       # ids reported as added at the next drain, whatever happens to them
         self._lock = threading.Lock()
 
     def install(self):
@@ -37,9 +38,11 @@ class LocalRefCounter:
 
     def drain(self):
         """Apply pending events; return (newly referenced ids, no longer referenced ids)."""
-        if not self.events:
+        if not self.events and not self.announce:
             return (), ()
         with self._lock:
+            announced = self.announce
+            self.announce = []
             counts = self.counts
             events = self.events
             touched = {}
@@ -54,6 +57,8 @@ class LocalRefCounter:
                 else:
                     counts.pop(oid, None)
             added = [oid for oid, before in touched.items() if before == 0 and oid in counts]
+            if announced:
+                added = announced + added
             removed = [oid for oid, before in touched.items() if before > 0 and oid not in counts]
             return added, removed
 
@@ -70,6 +75,22 @@ class LocalRefCounter:
             counts = self.counts
             for object_id in object_ids:
                 counts[object_id] = counts.get(object_id, 0) + 1
+                ref = _new_ref(ObjectRef)
+                ref._id = object_id
+                refs.append(ref)
+        return refs
+
+
+    def refs_to_announce(self, object_ids):
+        """New refs the raylet must hear of (as added) at the next flush even if they are
+        dropped before it: results of direct actor calls, which the raylet learns of
+        from the actor, so it needs to know whether anyone holds them."""
+        refs = []
+        with self._lock:
+            counts = self.counts
+            for object_id in object_ids:
+                counts[object_id] = counts.get(object_id, 0) + 1
+                self.announce.append(object_id)
                 ref = _new_ref(ObjectRef)
                 ref._id = object_id
                 refs.append(ref)

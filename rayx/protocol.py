@@ -21,6 +21,9 @@ client -> raylet
   ACTOR_EXIT    actor_id, reason                        -- the actor ends itself (no restart)
   GIVE_BACK     [task_id]                               -- queued tasks a worker will not start
                                                            (it is about to block in get)
+  LISTENING     path                                    -- an actor's worker takes direct calls here
+
+  PUT may carry a fifth field, is_error (results of direct actor calls, registered by the actor's worker).
 raylet -> client
   REGISTERED    info dict (node_id, arena path, job_id, session_dir, ...)
   EXECUTE       TaskSpec, {object_id: data | None}, gpu_ids
@@ -30,6 +33,10 @@ raylet -> client
   EXIT          reason                                  -- the worker should exit
   CANCEL        task_id                                 -- interrupt that task if it runs here
   READY_NOTE    object_id                               -- an object a finished wait asked about is ready
+
+caller <-> actor worker (direct calls, ``rayx.direct_calls``; a socket per caller and actor)
+  DIRECT_CALL   TaskSpec, {object_id: data | None}      -- caller -> actor
+  DIRECT_DONE   task_id, [(object_id, data | None, size, nested_refs, is_error)]   -- actor -> caller
 """
 import os
 import select
@@ -49,6 +56,7 @@ REFS = 7
 REQUEST = 8
 ACTOR_EXIT = 9
 GIVE_BACK = 10
+LISTENING = 11
 
 REGISTERED = 50
 EXECUTE = 51
@@ -59,12 +67,64 @@ EXIT = 55
 CANCEL = 56
 READY_NOTE = 57
 
+DIRECT_CALL = 70
+DIRECT_DONE = 71
+
 _RECV_SIZE = 1 << 20
 EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once
 
 
 class ConnectionClosed(ConnectionError):
     """The raylet closed the connection (it stopped or the node died)."""
+
+
+class _Outbox:
+    """Messages queued for one socket, written together with one ``sendall``."""
+
+    __slots__ = ("sock", "pending", "lock", "last_flush", "writes", "messages_sent", "before_flush",
+                 "closed", "peer_name")
+
+    def __init__(self, sock, peer_name, before_flush=None):
+        self.sock = sock
+        self.peer_name = peer_name
+        self.pending = []
+        self.lock = threading.Lock()
+        self.last_flush = 0.0
+        self.writes = 0              # sendall calls so far (coalescing is visible here)
+        self.messages_sent = 0
+        self.before_flush = before_flush
+        self.closed = False
+
+    def try_eager(self):
+        """Write now if the socket has been quiet (a lone call) and nobody writes; True if written."""
+        if time.monotonic() - self.last_flush > EAGER_GAP and self.lock.acquire(False):
+            try:
+                self.flush_locked()
+            finally:
+                self.lock.release()
+            return True
+        return False
+
+    def flush(self):
+        with self.lock:
+            self.flush_locked()
+
+    def flush_locked(self):
+        if self.closed:
+            raise ConnectionClosed(f"the connection to the {self.peer_name} is closed")
+        pending = self.pending
+        self.pending = []
+        if self.before_flush is not None:
+            pending = self.before_flush(pending)
+        self.last_flush = time.monotonic()
+        if pending:
+            self.writes += 1
+            self.messages_sent += len(pending)
+            try:
+                self.sock.sendall(codec.pack_frames(pending))
+            except OSError as exc:
+                self.closed = True
+                raise ConnectionClosed(f"lost the connection to the {self.peer_name}: {exc}") from exc
 
 
 class RayletConnection:
@@ -83,6 +143,10 @@ class RayletConnection:
     take turns through a lock; one that finds the lock taken waits for its
     reply to be dispatched by the reader of the moment. A drainer thread reads
     what arrives while nobody waits (log lines, replies that complete futures).
+
+    Direct connections to other processes of the node (``PeerConnection``,
+    ``PeerListener``: direct actor calls) are multiplexed here: read by the
+    same threads in the same ``select`` and written by the same writer.
     """
 
     def __init__(self, path, on_message, on_close, before_flush=None, drain_interval=0.02):
@@ -90,9 +154,7 @@ class RayletConnection:
         self._sock.connect(path)
         self._on_message = on_message
         self._on_close = on_close
-        self._before_flush = before_flush
-        self._pending = []
-        self._write_lock = threading.Lock()
+        self._out = _Outbox(self._sock, "raylet", before_flush)
         self._read_lock = threading.Lock()
         self._frames = codec.FrameReader()
         self._wakeup = threading.Condition(threading.Lock())
@@ -100,9 +162,10 @@ class RayletConnection:
         self._closed = False
         self._close_reported = False
         self._drain_interval = drain_interval
-        self._last_flush = 0.0
-        self.writes = 0              # sendall calls so far (coalescing is visible here)
-        self.messages_sent = 0
+        self._sources = {}           # fileno -> PeerConnection | PeerListener
+        self._dirty = set()          # peers with messages waiting for the writer
+        self._wake_r, self._wake_w = os.pipe()   # interrupts a select when a source is added
+        os.set_blocking(self._wake_w, False)
         self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
         self._drainer = threading.Thread(target=self._drain_loop, name="rayx-drainer", daemon=True)
 
@@ -114,16 +177,23 @@ class RayletConnection:
     def closed(self):
         return self._closed
 
+    @property
+    def writes(self):
+        return self._out.writes
+
+    @property
+    def messages_sent(self):
+        return self._out.messages_sent
+
     def send(self, message):
         """Queue a message. Sent at once when the connection has been quiet (a lone
         call), else by the writer thread soon, coalesced with the rest of the burst."""
-        self._pending.append(message)
-        if time.monotonic() - self._last_flush > EAGER_GAP and self._write_lock.acquire(False):
-            try:
-                self._flush_locked()
-            finally:
-                self._write_lock.release()
-            return
+        out = self._out
+        out.pending.append(message)
+        if not out.try_eager():
+            self._schedule_writer()
+
+    def _schedule_writer(self):
         if not self._writer_scheduled:
             with self._wakeup:
                 self._writer_scheduled = True
@@ -132,38 +202,24 @@ class RayletConnection:
     def defer(self, message):
         """Queue a message without waking anyone: the next flush (by this thread or the
         writer, which looks every millisecond while something waits) sends it."""
-        self._pending.append(message)
+        self._out.pending.append(message)
 
     def send_all_now(self, messages):
         """Queue several messages and write them (and everything pending) in one write."""
-        self._pending.extend(messages)
+        self._out.pending.extend(messages)
         self.flush()
 
     def send_now(self, message):
         """Queue a message and write everything pending before returning."""
-        self._pending.append(message)
+        self._out.pending.append(message)
         self.flush()
 
     def flush(self):
-        with self._write_lock:
-            self._flush_locked()
-
-    def _flush_locked(self):
-        if self._closed:
-            raise ConnectionClosed("the connection to the raylet is closed")
-        pending = self._pending
-        self._pending = []
-        if self._before_flush is not None:
-            pending = self._before_flush(pending)
-        self._last_flush = time.monotonic()
-        if pending:
-            self.writes += 1
-            self.messages_sent += len(pending)
-            try:
-                self._sock.sendall(codec.pack_frames(pending))
-            except OSError as exc:
-                self._closed = True
-                raise ConnectionClosed(f"lost the connection to the raylet: {exc}") from exc
+        try:
+            self._out.flush()
+        except ConnectionClosed:
+            self._closed = True
+            raise
 
     def _write_loop(self):
         while not self._closed:
@@ -172,8 +228,12 @@ class RayletConnection:
                     # Wake now and then even when idle, so that reference-count
                     # updates from dropped refs reach the raylet; soon when
                     # deferred messages wait.
-                    self._wakeup.wait(0.001 if self._pending else 0.1)
+                    self._wakeup.wait(0.001 if self._out.pending or self._dirty else 0.1)
                 self._writer_scheduled = False
+            if self._dirty:
+                for peer in list(self._dirty):
+                    self._dirty.discard(peer)
+                    peer.flush()
             try:
                 self.flush()
             except ConnectionClosed:
@@ -181,6 +241,32 @@ class RayletConnection:
             except Exception:  # never let the writer die silently
                 import traceback
                 traceback.print_exc()
+
+    # ------------------------------------------------------------- peers
+
+    def add_source(self, source):
+        """Read ``source`` (a PeerConnection or PeerListener) along with the raylet socket."""
+        self._sources[source.fileno()] = source
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:
+            pass
+
+    def remove_source(self, source):
+        self._sources.pop(source.fileno(), None)
+        self._dirty.discard(source)
+
+    def connect_peer(self, path, on_message, on_close):
+        """A direct connection to the process listening at ``path``."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        peer = PeerConnection(self, sock, on_message, on_close)
+        self.add_source(peer)
+        return peer
 
     # ------------------------------------------------------------- reading
 
@@ -207,10 +293,25 @@ class RayletConnection:
 
     def _read_some(self, timeout):
         """Read what arrives within ``timeout`` and dispatch it (caller holds the read lock)."""
+        sources = self._sources
         try:
-            readable, _, _ = select.select([self._sock], [], [], timeout)
-            if not readable:
-                return
+            if sources:
+                watched = [self._sock, self._wake_r, *sources.values()]
+            else:
+                watched = [self._sock, self._wake_r]
+            readable, _, _ = select.select(watched, [], [], timeout)
+        except (OSError, ValueError):
+            readable = [self._sock]
+        for source in readable:
+            if source is self._sock:
+                self._read_raylet()
+            elif source is self._wake_r:
+                os.read(self._wake_r, 4096)
+            else:
+                source.on_readable()
+
+    def _read_raylet(self):
+        try:
             data = self._sock.recv(_RECV_SIZE)
         except (OSError, ValueError):
             data = b""
@@ -255,7 +356,133 @@ class RayletConnection:
             self._wakeup.notify()
         if self._drainer.is_alive() and threading.current_thread() is not self._drainer:
             self._drainer.join(timeout=5)
+        for source in list(self._sources.values()):
+            source.close()
+        self._sources.clear()
         self._sock.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+class PeerConnection:
+    """A direct connection between two processes of a node (an actor's worker and
+    one of its callers), read and written through the process's RayletConnection.
+
+    ``on_message(peer, message)`` gets each message; ``on_close(peer)`` is called
+    once when the other side goes away (or a write to it fails).
+    """
+
+    def __init__(self, hub, sock, on_message, on_close):
+        self.hub = hub
+        self.sock = sock
+        self.out = _Outbox(sock, "peer process")
+        self.frames = codec.FrameReader()
+        self.on_message = on_message
+        self.on_close = on_close
+        self.closed = False
+        self._fileno = sock.fileno()
+
+    def fileno(self):
+        return self._fileno
+
+    def send(self, message):
+        """Queue a message: written at once when the socket has been quiet, else by the writer."""
+        out = self.out
+        out.pending.append(message)
+        try:
+            if out.try_eager():
+                return
+        except ConnectionClosed:
+            self._broken()
+            return
+        self.hub._dirty.add(self)
+        self.hub._schedule_writer()
+
+    def defer(self, message):
+        self.out.pending.append(message)
+        self.hub._dirty.add(self)
+
+    def send_now(self, message):
+        self.out.pending.append(message)
+        self.flush()
+
+    def flush(self):
+        try:
+            self.out.flush()
+        except ConnectionClosed:
+            self._broken()
+
+    def _broken(self):
+        """A write failed: make the reader see the end (it reports the close once)."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def on_readable(self):
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except (OSError, ValueError):
+            data = b""
+        if data:
+            try:
+                messages = self.frames.feed(data)
+            except Exception:
+                data = b""        # a malformed frame: drop the connection
+            else:
+                for message in messages:
+                    self.on_message(self, message)
+                return
+        self.close()
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.hub.remove_source(self)
+        with self.out.lock:       # never close the descriptor under a writer
+            self.out.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.on_close(self)
+
+
+class PeerListener:
+    """A Unix socket (mode 0600) on which other processes of the node open PeerConnections."""
+
+    def __init__(self, hub, path, on_message, on_close):
+        self.hub = hub
+        self.path = path
+        self.on_message = on_message
+        self.on_close = on_close
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o600)
+        self.sock.listen(128)
+        self._fileno = self.sock.fileno()
+        hub.add_source(self)
+
+    def fileno(self):
+        return self._fileno
+
+    def on_readable(self):
+        try:
+            sock, _ = self.sock.accept()
+        except OSError:
+            return
+        self.hub.add_source(PeerConnection(self.hub, sock, self.on_message, self.on_close))
+
+    def close(self):
+        self.hub.remove_source(self)
+        try:
+            self.sock.close()
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def socket_path(session_dir, node_name="raylet"):

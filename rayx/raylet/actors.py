@@ -9,6 +9,13 @@ call is sent to the actor's worker only once every earlier call of that
 caller has been sent and its own arguments are ready, so calls whose
 arguments become ready out of order still run in submission order.
 
+Direct calls: a caller on this node asks (``direct_probe``) where the actor
+takes calls; once the actor is alive here and none of that caller's calls
+are left in the queues below, the answer is the actor worker's own socket,
+and from then on the caller sends its calls there and the worker registers
+their results here (``rayx.direct_calls``). Calls of callers on other nodes,
+and calls to actors that are dead or elsewhere, keep going through here.
+
 When the actor's process dies it is restarted (its constructor re-run with the
 original arguments) while ``max_restarts`` allows; calls that were running
 are retried when ``max_task_retries`` allows and fail with ActorDiedError
@@ -77,7 +84,8 @@ class CallerQueue:
 
 class ActorState:
     __slots__ = ("actor_id", "creation", "state", "worker", "restarts", "callers", "inflight",
-                 "lifetime_request", "death_data", "death_reason", "no_restart", "job_id", "owner")
+                 "lifetime_request", "death_data", "death_reason", "no_restart", "job_id", "owner",
+                 "probes")
 
     def __init__(self, creation_task):
         spec = creation_task.spec
@@ -94,6 +102,7 @@ class ActorState:
         self.no_restart = False
         self.job_id = spec.job_id
         self.owner = creation_task.submitter
+        self.probes = []           # direct-call probes not answered yet
 
     @property
     def spec(self):
@@ -157,6 +166,7 @@ class ActorManager:
         self._publish(actor)
         for caller in actor.callers.values():
             self._pump(actor, caller)
+        self.answer_probes(actor)
 
     # --------------------------------------------------------------- calls
 
@@ -211,6 +221,8 @@ class ActorManager:
             error = raylet.dependency_error(task)
             if error is not None:
                 raylet.finish_task(task, error)
+                if actor.probes:
+                    self.answer_probes(actor)
                 continue
             task.state = t.RUNNING
             task.worker = worker
@@ -229,6 +241,8 @@ class ActorManager:
             self._requeue(actor, task)
             return
         self.raylet.finish_task(task, results)
+        if actor.probes:
+            self.answer_probes(actor)
 
     def _requeue(self, actor, task):
         task.state = t.READY
@@ -237,6 +251,53 @@ class ActorManager:
             caller = actor.callers[task.spec.caller_id] = CallerQueue()
         caller.add(task)
         self._pump(actor, caller)
+
+    # -------------------------------------------------------- direct calls
+
+    def direct_probe(self, conn, request_id, actor_id, caller_id, broken_path):
+        """Where may this caller send its calls to the actor directly? Answered, maybe
+        later, with ("direct", socket path) once the actor is alive here at a path
+        other than ``broken_path`` (the one the caller just lost) and none of the
+        caller's calls are left here; ("raylet", "") when the actor is elsewhere or
+        dead (its calls then come here, to be forwarded or rejected)."""
+        actor = self.actors.get(actor_id)
+        if actor is None:
+            conn.send((p.REPLY, request_id, True, ("raylet", "")))
+            return
+        actor.probes.append((conn, request_id, caller_id, broken_path))
+        self.answer_probes(actor)
+
+    def answer_probes(self, actor, moved=False):
+        if not actor.probes:
+            return
+        waiting = []
+        for probe in actor.probes:
+            conn, request_id, caller_id, broken_path = probe
+            answer = ("raylet", "") if moved else self._probe_answer(actor, caller_id, broken_path)
+            if answer is None:
+                waiting.append(probe)
+            elif not conn.transport.is_closing():
+                conn.send((p.REPLY, request_id, True, answer))
+        actor.probes = waiting
+
+    @staticmethod
+    def _probe_answer(actor, caller_id, broken_path):
+        if actor.state == DEAD:
+            return ("raylet", "")
+        if actor.state != ALIVE:
+            return None                      # answered once it is alive (or dead)
+        path = actor.worker.direct_path
+        if not path:
+            return ("raylet", "")
+        if path == broken_path:
+            return None                      # its death is not handled here yet
+        caller = actor.callers.get(caller_id)
+        if caller is not None and caller.tasks:
+            return None                      # calls of this caller still queued here
+        for task in actor.inflight.values():
+            if task.spec.caller_id == caller_id:
+                return None
+        return ("direct", path)
 
     # --------------------------------------------------------------- death
 
@@ -323,6 +384,7 @@ class ActorManager:
     def _mark_dead(self, actor):
         actor.state = DEAD
         self._publish(actor)
+        self.answer_probes(actor)
         for task in list(actor.inflight.values()):
             self._fail_call(actor, task, actor.death_reason)
         actor.inflight.clear()

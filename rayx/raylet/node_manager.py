@@ -168,6 +168,7 @@ class Raylet:
             p.REQUEST: self._on_request,
             p.ACTOR_EXIT: self._on_actor_exit,
             p.GIVE_BACK: self._on_give_back,
+            p.LISTENING: self._on_listening,
         }
 
     # ------------------------------------------------------------------ life
@@ -265,6 +266,7 @@ class Raylet:
         if spec.task_type == codec.ACTOR_CREATION_TASK:
             actor = self.actors.actors.pop(spec.actor_id, None)
             if actor is not None:
+                self.actors.answer_probes(actor, moved=True)
                 for caller in actor.callers.values():
                     calls.extend(caller.all_tasks())
         self.router.adopt(task)
@@ -310,9 +312,13 @@ class Raylet:
                 objects.incref(object_id)
         self.submit(spec, conn)
 
-    def _on_put(self, conn, object_id, data, size, nested):
-        self.objects.mark_ready(object_id, data, size, nested, False)
+    def _on_put(self, conn, object_id, data, size, nested, is_error=False):
+        self.objects.mark_ready(object_id, data, size, nested, is_error)
         self._record_object(object_id, size)
+
+    def _on_listening(self, conn, path):
+        if conn.worker is not None:
+            conn.worker.direct_path = path
 
     def _on_refs(self, conn, added, removed):
         held = conn.held
@@ -328,6 +334,9 @@ class Raylet:
 
     def _on_request(self, conn, request_id, op, args):
         try:
+            if op == "actor_direct":    # answered by the actor manager, maybe later
+                self.actors.direct_probe(conn, request_id, *args)
+                return
             result = getattr(self, "_op_" + op)(conn, *args)
             conn.send((p.REPLY, request_id, True, result))
         except Exception as exc:

@@ -1,0 +1,343 @@
+"""Direct actor calls: a caller on the actor's node sends its calls straight to
+the actor's worker, over that worker's own Unix socket, and gets the results
+back on it. Two process hops per call instead of four (caller -> raylet ->
+worker -> raylet -> caller), and no raylet work on the way.
+
+The raylet stays in charge. It says when a caller may go direct
+(``ActorManager.direct_probe``: the actor is alive on this node and none of
+this caller's calls are still queued there), and the actor's worker
+registers every result with it (batched), so refs to the results can be
+passed anywhere like any other.
+
+One ``ActorChannel`` per actor this process calls, in one of three modes:
+
+- PROBING: the raylet was asked where the actor takes calls; calls made
+  meanwhile wait in the channel, in order.
+- DIRECT: connected to the actor's worker; calls go there in the order they
+  were made. A call's top-level ref arguments must be local first: values
+  this process holds travel inline, objects in the arena by id, others are
+  awaited through the raylet (later calls wait behind, keeping the order).
+- RAYLET: the actor lives on another node, or is dead: calls go through the
+  raylet with per-caller sequence numbers (it forwards or rejects them).
+
+When the connection breaks (the actor's process died or the actor ended),
+the channel probes again naming the lost socket, and the raylet answers once
+it has dealt with the death: either the restarted worker's socket (calls
+that were running are sent again if ``max_task_retries`` allows, or fail
+with ActorDiedError) or "raylet" (dead: the raylet rejects the calls with
+the actor's death reason).
+"""
+import collections
+import itertools
+import threading
+
+from rayx import protocol as p
+from rayx import serialization
+from rayx.exceptions import ActorDiedError
+from rayx.object_ref import ObjectRef
+
+PROBING = "probing"
+DIRECT = "direct"
+RAYLET = "raylet"
+
+# A worker process waiting for a direct result waits this long by itself,
+# then through the raylet (which hands its CPUs back to the node meanwhile).
+WORKER_LOCAL_WAIT = 0.005
+REPROBE_DELAY = 0.05
+
+_ERROR_KIND = bytes((serialization.KIND_ERROR,))
+
+
+class DirectCall:
+    """A call made directly, until its results arrive (or it moves to the raylet)."""
+
+    __slots__ = ("spec", "keep", "values", "done", "waiters", "resolving", "lost")
+
+    def __init__(self, spec, keep):
+        self.spec = spec
+        self.keep = keep          # ObjectRefs of its arguments, held until it is done
+        self.values = None        # {object id: inline bytes | None (in the arena)} once resolved
+        self.done = False         # answered, or handed to the raylet
+        self.waiters = []         # Events of threads waiting in get
+        self.resolving = False    # a wait for its arguments is out
+        self.lost = False         # it was running when the connection broke
+
+
+class DirectCalls:
+    """The direct-call side of one process's core worker."""
+
+    def __init__(self, core):
+        self.core = core
+        self.channels = {}
+        self.pending = {}         # return object id -> DirectCall not answered yet
+        self._lock = threading.Lock()
+
+    def submit(self, spec):
+        channel = self.channels.get(spec.actor_id)
+        if channel is None:
+            with self._lock:
+                channel = self.channels.get(spec.actor_id)
+                if channel is None:
+                    channel = self.channels[spec.actor_id] = ActorChannel(self, spec.actor_id)
+        return channel.submit(spec)
+
+    def complete(self, call, results):
+        """Results of ``call`` arrived: cache them (while their refs are held) and wake waiters."""
+        core = self.core
+        pending = self.pending
+        values = core._values
+        known_local = core._known_local
+        for object_id, data, _size, _nested, _is_error in results:
+            if pending.pop(object_id, None) is None:
+                continue          # its ref was dropped meanwhile
+            if data is None:
+                known_local.add(object_id)
+            else:
+                values[object_id] = data
+        self._finish(call)
+
+    def moved(self, call):
+        """``call`` now goes through the raylet: waiters look there."""
+        pending = self.pending
+        for object_id in call.spec.return_ids():
+            pending.pop(object_id, None)
+        self._finish(call)
+
+    @staticmethod
+    def _finish(call):
+        call.done = True
+        call.keep = None
+        for event in call.waiters:
+            event.set()
+
+    def forget(self, object_ids):
+        """Refs dropped by this process: nobody here waits for those results any more."""
+        pending = self.pending
+        for object_id in object_ids:
+            pending.pop(object_id, None)
+
+    def wait(self, object_ids, timeout):
+        """Wait (up to ``timeout``) for the direct calls producing ``object_ids``; a worker
+        process waits only briefly, then through the raylet. Returns the ids still missing."""
+        pending = self.pending
+        calls = []
+        for object_id in object_ids:
+            call = pending.get(object_id)
+            if call is not None and call not in calls:
+                calls.append(call)
+        if calls:
+            if self.core.mode != "driver":
+                timeout = WORKER_LOCAL_WAIT if timeout is None else min(timeout, WORKER_LOCAL_WAIT)
+            self._wait_calls(calls, timeout)
+        values = self.core._values
+        known_local = self.core._known_local
+        return [oid for oid in object_ids if oid not in values and oid not in known_local]
+
+    def _wait_calls(self, calls, timeout):
+        import time
+        event = threading.Event()
+        for call in calls:
+            call.waiters.append(event)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        conn = self.core.conn
+        try:
+            for call in calls:
+                while not call.done:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    if not conn.wait_for(event, remaining):
+                        return
+                    event.clear()
+        finally:
+            for call in calls:
+                try:
+                    call.waiters.remove(event)
+                except ValueError:
+                    pass
+
+    def close(self):
+        for channel in list(self.channels.values()):
+            channel.closed = True
+
+
+class ActorChannel:
+    """This process's calls to one actor (see the module's docstring)."""
+
+    def __init__(self, calls, actor_id):
+        self.calls = calls
+        self.core = calls.core
+        self.actor_id = actor_id
+        self.lock = threading.RLock()
+        self.mode = None
+        self.queue = collections.deque()   # calls not sent yet, in order
+        self.inflight = {}                 # task id -> call sent on the connection
+        self.peer = None
+        self.path = ""
+        self.raylet_seq = itertools.count(1)
+        self.closed = False
+
+    # ------------------------------------------------------------ submit
+
+    def submit(self, spec):
+        core = self.core
+        if self.mode == RAYLET:
+            with self.lock:
+                if self.mode == RAYLET:
+                    spec.sequence_number = next(self.raylet_seq)
+                    return core.submit_task(spec)
+        returns = spec.return_ids()
+        refs = core.refs.refs_to_announce(returns)
+        keep = [ObjectRef(oid) for oid in spec.arg_refs()]
+        if spec.nested_refs:
+            keep.extend(ObjectRef(oid) for oid in spec.nested_refs)
+        call = DirectCall(spec, keep)
+        pending = self.calls.pending
+        for object_id in returns:
+            pending[object_id] = call
+        with self.lock:
+            if self.mode == RAYLET:
+                self._send_via_raylet(call)
+            else:
+                self.queue.append(call)
+                if self.mode is None:
+                    self._probe("")
+                elif self.mode == DIRECT:
+                    self._pump()
+        return refs
+
+    def _pump(self):
+        """Send the calls at the head of the queue whose arguments are local (lock held)."""
+        queue = self.queue
+        peer = self.peer
+        inflight = self.inflight
+        while queue:
+            call = queue[0]
+            if call.values is None and not self._resolve(call):
+                return
+            queue.popleft()
+            if call.done:
+                continue           # failed without running (an argument is an error)
+            spec = call.spec
+            inflight[spec.task_id] = call
+            peer.send((p.DIRECT_CALL, spec, call.values))
+
+    def _resolve(self, call):
+        """Fill ``call.values`` if every ref argument is local; else ask the raylet to tell
+        us when they are (and return False)."""
+        core = self.core
+        values = core._values
+        known_local = core._known_local
+        resolved = {}
+        missing = []
+        for object_id in call.spec.arg_refs():
+            data = values.get(object_id)
+            if data is not None:
+                if data[:1] == _ERROR_KIND:
+                    # An argument is an error: the call fails with it, without running.
+                    self.calls.complete(call, [(oid, data, len(data), (), True)
+                                               for oid in call.spec.return_ids()])
+                    return True
+                resolved[object_id] = data
+            elif object_id in known_local:
+                resolved[object_id] = None
+            else:
+                missing.append(object_id)
+        if not missing:
+            call.values = resolved
+            return True
+        if not call.resolving:
+            call.resolving = True
+            core.wait_async(missing, lambda ok: self._arguments_ready(call))
+        return False
+
+    def _arguments_ready(self, call):
+        with self.lock:
+            call.resolving = False
+            if self.mode == DIRECT and self.queue and self.queue[0] is call:
+                self._pump()
+
+    def _send_via_raylet(self, call):
+        spec = call.spec
+        spec.sequence_number = next(self.raylet_seq)
+        self.core.conn.send((p.SUBMIT, spec))
+        # The SUBMIT goes out before the drops of the kept argument refs, so the
+        # raylet holds the arguments first.
+        self.calls.moved(call)
+
+    # --------------------------------------------------- probe and break
+
+    def _probe(self, broken_path):
+        self.mode = PROBING
+        self.core.request_async("actor_direct", (self.actor_id, self.core.worker_id, broken_path),
+                                lambda ok, answer: self._probe_answered(ok, answer, broken_path))
+
+    def _probe_answered(self, ok, answer, broken_path):
+        if self.closed:
+            return
+        with self.lock:
+            if ok and answer[0] == DIRECT:
+                try:
+                    self.peer = self.core.conn.connect_peer(answer[1], self._on_message, self._on_break)
+                except OSError:
+                    # Gone already: ask again shortly, once the raylet has seen it.
+                    self.mode = PROBING
+                    timer = threading.Timer(REPROBE_DELAY, self._reprobe, (answer[1],))
+                    timer.daemon = True
+                    timer.start()
+                    return
+                self.path = answer[1]
+                self.mode = DIRECT
+                self._retry_lost()
+                self._pump()
+                return
+            self.mode = RAYLET
+            queue, self.queue = self.queue, collections.deque()
+            for call in queue:
+                if call.lost:
+                    call.spec.attempt += 1
+                if not call.done:
+                    self._send_via_raylet(call)
+
+    def _reprobe(self, broken_path):
+        with self.lock:
+            if not self.closed and self.mode == PROBING:
+                self._probe(broken_path)
+
+    def _retry_lost(self):
+        """Calls that were running when the actor's process died: again if allowed."""
+        for call in self.queue:
+            if not call.lost:
+                continue
+            call.lost = False
+            spec = call.spec
+            if spec.max_retries < 0 or spec.attempt < spec.max_retries:
+                spec.attempt += 1
+                continue
+            error = ActorDiedError(
+                f"The actor {spec.function_name.rpartition('.')[0]} died while running "
+                f"{spec.function_name}; its max_task_retries ({spec.max_retries}) does not allow "
+                f"retrying the call.", actor_id=self.actor_id.hex())
+            data = serialization.serialize_error(error).to_bytes()
+            self.calls.complete(call, [(oid, data, len(data), (), True) for oid in spec.return_ids()])
+
+    def _on_message(self, peer, message):
+        if message[0] != p.DIRECT_DONE:
+            return
+        call = self.inflight.pop(message[1], None)
+        if call is not None:
+            self.calls.complete(call, message[2])
+
+    def _on_break(self, peer):
+        if self.closed or self.core._closed:
+            return
+        with self.lock:
+            if peer is not self.peer:
+                return
+            self.peer = None
+            lost = list(self.inflight.values())
+            self.inflight.clear()
+            for call in reversed(lost):
+                call.lost = True
+                self.queue.appendleft(call)
+            self._probe(self.path)
