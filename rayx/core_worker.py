@@ -23,6 +23,7 @@ from rayx.direct_calls import DirectCalls
 from rayx._core.ids import JobID, ObjectID, TaskID
 from rayx.exceptions import (ArenaError, GetTimeoutError, ObjectExistsError, ObjectLostError,
                              ObjectStoreFullError, RaySystemError)
+from rayx import object_ref as object_ref_module
 from rayx.object_ref import LocalRefCounter, ObjectRef
 
 INLINE_THRESHOLD = 100 * 1024
@@ -93,6 +94,7 @@ class CoreWorker:
         self.on_block = None         # worker: called before a get that may block, and after
         self.on_unblock = None
         self.direct = DirectCalls(self)
+        object_ref_module.escape_hook = self.direct.escape
         self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
         self.conn.start()
         self.conn.send_now((p.REGISTER, mode, worker_id, os.getpid(), job_id, job_info or {}))
@@ -148,9 +150,16 @@ class CoreWorker:
 
     def _before_flush(self, pending):
         added, removed = self.refs.drain()
-        if not added and not removed:
+        direct = self.direct
+        if direct.pending or direct.unregistered or direct.has_registrations():
+            first, added, removed = direct.outgoing(added, removed, self.refs.counts)
+        else:
+            first = None
+        if not added and not removed and not first:
             return pending
         out = [(p.REFS, added, ())] if added else []
+        if first:
+            out.extend(first)
         out.extend(pending)
         if removed:
             values = self._values
@@ -158,8 +167,6 @@ class CoreWorker:
             for object_id in removed:
                 values.pop(object_id, None)
                 known.discard(object_id)
-            if self.direct.pending:
-                self.direct.forget(removed)
             out.append((p.REFS, (), removed))
         return out
 
@@ -204,6 +211,8 @@ class CoreWorker:
         if self._closed:
             return
         self.direct.close()
+        if object_ref_module.escape_hook == self.direct.escape:
+            object_ref_module.escape_hook = None
         self.refs.uninstall()
         self.conn.close()
         self._closed = True
@@ -284,6 +293,8 @@ class CoreWorker:
         return next(counter)   # atomic under the GIL
 
     def submit_task(self, spec):
+        if self.direct.pending or self.direct.unregistered:
+            self.direct.escape_all(spec.arg_refs())
         refs = self.refs.refs_registered_by_message(spec.return_ids())
         self.conn.send((p.SUBMIT, spec))
         return refs
@@ -367,13 +378,14 @@ class CoreWorker:
         values = self._values
         missing = [oid for oid in object_ids if oid not in values]
         located = {}
+        raylet_timeout = timeout
         if missing and self.direct.pending:
             start = time.monotonic()
             missing = self.direct.wait(missing, timeout)
             if timeout is not None:
-                timeout = max(0.0, timeout - (time.monotonic() - start))
+                raylet_timeout = max(0.0, timeout - (time.monotonic() - start))
         if missing:
-            reply = self._wait_raylet(missing, len(set(missing)), True, timeout)
+            reply = self._wait_raylet(missing, len(set(missing)), True, raylet_timeout)
             if reply is None:
                 raise GetTimeoutError(f"get timed out after {timeout} s waiting for "
                                       f"{len(missing)} object(s), e.g. {missing[0].hex()}")
@@ -418,6 +430,7 @@ class CoreWorker:
         ready.update(self._values.keys() & object_ids)
         if len(ready) < num_returns:
             rest = [oid for oid in object_ids if oid not in ready]
+            self.direct.escape_all(rest)
             reply = self._wait_raylet(rest, num_returns - len(ready), False, timeout, fetch_local,
                                       notify=fetch_local)
             if reply is None:
@@ -474,6 +487,7 @@ class CoreWorker:
         if object_id in self._values:
             resolve(None)
             return future
+        self.direct.escape_all([object_id])
         request_id = next(self._request_ids)
         self._requests[request_id] = _Pending(
             callback=lambda pending: threading.Thread(target=resolve, args=(pending,), daemon=True).start())

@@ -3,11 +3,17 @@ the actor's worker, over that worker's own Unix socket, and gets the results
 back on it. Two process hops per call instead of four (caller -> raylet ->
 worker -> raylet -> caller), and no raylet work on the way.
 
-The raylet stays in charge. It says when a caller may go direct
+The raylet stays in charge: it says when a caller may go direct
 (``ActorManager.direct_probe``: the actor is alive on this node and none of
-this caller's calls are still queued there), and the actor's worker
-registers every result with it (batched), so refs to the results can be
-passed anywhere like any other.
+this caller's calls are still queued there).
+
+Who knows of the results: the actor's worker registers the ones in the
+arena, and the ones containing refs, with the raylet before it answers. A
+small plain result is known only to the caller, which keeps it (as it keeps
+any small value it holds) and registers it with the raylet only if a ref to
+it leaves the process: passed to a task, pickled into another object or
+call, waited on through the raylet (``DirectCalls.escape``). So a call whose
+result is simply read costs the raylet nothing.
 
 One ``ActorChannel`` per actor this process calls, in one of three modes:
 
@@ -30,6 +36,7 @@ the actor's death reason).
 import collections
 import itertools
 import threading
+import time
 
 from rayx import protocol as p
 from rayx import serialization
@@ -46,12 +53,13 @@ WORKER_LOCAL_WAIT = 0.005
 REPROBE_DELAY = 0.05
 
 _ERROR_KIND = bytes((serialization.KIND_ERROR,))
+_thread_events = threading.local()     # one reusable Event per waiting thread
 
 
 class DirectCall:
     """A call made directly, until its results arrive (or it moves to the raylet)."""
 
-    __slots__ = ("spec", "keep", "values", "done", "waiters", "resolving", "lost")
+    __slots__ = ("spec", "keep", "values", "done", "waiters", "resolving", "lost", "escaped")
 
     def __init__(self, spec, keep):
         self.spec = spec
@@ -61,6 +69,7 @@ class DirectCall:
         self.waiters = []         # Events of threads waiting in get
         self.resolving = False    # a wait for its arguments is out
         self.lost = False         # it was running when the connection broke
+        self.escaped = False      # a ref to a result left the process: register the results
 
 
 class DirectCalls:
@@ -70,6 +79,9 @@ class DirectCalls:
         self.core = core
         self.channels = {}
         self.pending = {}         # return object id -> DirectCall not answered yet
+        self.unregistered = {}    # object id -> (data, size, is_error): results only we know of
+        self._register = collections.deque()   # (object id, data, size, is_error) to register
+        self._announce = collections.deque()   # results the worker registered: say we hold them
         self._lock = threading.Lock()
 
     def submit(self, spec):
@@ -83,18 +95,38 @@ class DirectCalls:
 
     def complete(self, call, results):
         """Results of ``call`` arrived: cache them (while their refs are held) and wake waiters."""
+        with self._lock:      # against escape() from another thread
+            notify = self._store_results(call, results)
+        if notify:
+            self.core.conn._schedule_writer()
+        self._finish(call)
+
+    def _store_results(self, call, results):
         core = self.core
         pending = self.pending
         values = core._values
-        known_local = core._known_local
-        for object_id, data, _size, _nested, _is_error in results:
-            if pending.pop(object_id, None) is None:
-                continue          # its ref was dropped meanwhile
-            if data is None:
-                known_local.add(object_id)
-            else:
+        notify = False
+        for object_id, data, size, nested, is_error in results:
+            held = pending.pop(object_id, None) is not None
+            if data is None or nested:
+                # Registered by the actor's worker: the raylet counts our ref from now on.
+                self._announce.append((object_id, held))
+                notify = True
+                if not held:
+                    continue
+                if data is None:
+                    core._known_local.add(object_id)
+                else:
+                    values[object_id] = data
+                continue
+            if call.escaped:
+                self._register.append((object_id, data, size, is_error))
+                notify = True
+            if held:
                 values[object_id] = data
-        self._finish(call)
+                if not call.escaped:
+                    self.unregistered[object_id] = (data, size, is_error)
+        return notify
 
     def moved(self, call):
         """``call`` now goes through the raylet: waiters look there."""
@@ -110,11 +142,84 @@ class DirectCalls:
         for event in call.waiters:
             event.set()
 
-    def forget(self, object_ids):
-        """Refs dropped by this process: nobody here waits for those results any more."""
+    # -------------------------------------------------- the raylet's view
+
+    def has_registrations(self):
+        return bool(self._register or self._announce)
+
+    def escape(self, object_id):
+        """A ref to ``object_id`` leaves this process (or is waited on through the raylet):
+        if the raylet does not know the object, register it (now, or when it arrives)."""
+        with self._lock:
+            call = self.pending.get(object_id)
+            if call is not None:
+                call.escaped = True
+                return
+            entry = self.unregistered.pop(object_id, None)
+            if entry is None:
+                return
+            self._register.append((object_id, *entry))
+        self.core.conn._schedule_writer()
+
+    def escape_all(self, object_ids):
+        if self.pending or self.unregistered:
+            for object_id in object_ids:
+                self.escape(object_id)
+
+    def outgoing(self, added, removed, counts):
+        """Part of every flush to the raylet, given the ref changes just drained: hides
+        refs to results the raylet does not know, and returns the messages that must
+        precede the rest (registrations). Returns (messages, added, removed)."""
+        with self._lock:
+            added, removed = self._hide_unregistered(added, removed)
+        messages = []
+        if self._register or self._announce:
+            self._registrations(messages, counts)
+        return messages, added, removed
+
+    def _hide_unregistered(self, added, removed):
         pending = self.pending
-        for object_id in object_ids:
-            pending.pop(object_id, None)
+        unregistered = self.unregistered
+        if pending or unregistered:
+            if added:
+                added = [oid for oid in added if oid not in pending and oid not in unregistered]
+            if removed:
+                kept = []
+                values = self.core._values
+                for object_id in removed:
+                    if object_id in pending:
+                        del pending[object_id]           # its result will be dropped on arrival
+                    elif object_id in unregistered:
+                        del unregistered[object_id]
+                        values.pop(object_id, None)
+                    else:
+                        kept.append(object_id)
+                removed = kept
+        return added, removed
+
+    def _registrations(self, messages, counts):
+        """PUTs of escaped results, and our refs to results the raylet knows now."""
+        held = []
+        released = []
+        register = self._register
+        while register:
+            object_id, data, size, is_error = register.popleft()
+            messages.append((p.PUT, object_id, data, size, (), is_error))
+            if object_id in counts:
+                held.append(object_id)
+        announce = self._announce
+        while announce:
+            object_id, was_held = announce.popleft()
+            if was_held and object_id in counts:
+                held.append(object_id)
+            else:
+                released.append(object_id)    # nobody here holds it: let the raylet free it
+        if held:
+            messages.append((p.REFS, held, ()))
+        if released:
+            messages.append((p.REFS, released, released))
+
+    # ------------------------------------------------------------ waiting
 
     def wait(self, object_ids, timeout):
         """Wait (up to ``timeout``) for the direct calls producing ``object_ids``; a worker
@@ -131,15 +236,21 @@ class DirectCalls:
             self._wait_calls(calls, timeout)
         values = self.core._values
         known_local = self.core._known_local
-        return [oid for oid in object_ids if oid not in values and oid not in known_local]
+        missing = [oid for oid in object_ids if oid not in values and oid not in known_local]
+        self.escape_all(missing)          # the rest is awaited through the raylet
+        return missing
 
     def _wait_calls(self, calls, timeout):
-        import time
-        event = threading.Event()
+        event = getattr(_thread_events, "event", None)
+        if event is None:
+            event = _thread_events.event = threading.Event()
+        event.clear()
         for call in calls:
             call.waiters.append(event)
         deadline = None if timeout is None else time.monotonic() + timeout
         conn = self.core.conn
+        if conn._dirty:
+            conn.flush_peers()      # our calls may still wait for the writer thread
         try:
             for call in calls:
                 while not call.done:
@@ -159,7 +270,6 @@ class DirectCalls:
     def close(self):
         for channel in list(self.channels.values()):
             channel.closed = True
-
 
 class ActorChannel:
     """This process's calls to one actor (see the module's docstring)."""
@@ -187,7 +297,7 @@ class ActorChannel:
                     spec.sequence_number = next(self.raylet_seq)
                     return core.submit_task(spec)
         returns = spec.return_ids()
-        refs = core.refs.refs_to_announce(returns)
+        refs = [ObjectRef(oid) for oid in returns]
         keep = [ObjectRef(oid) for oid in spec.arg_refs()]
         if spec.nested_refs:
             keep.extend(ObjectRef(oid) for oid in spec.nested_refs)
@@ -248,6 +358,7 @@ class ActorChannel:
             return True
         if not call.resolving:
             call.resolving = True
+            self.calls.escape_all(missing)
             core.wait_async(missing, lambda ok: self._arguments_ready(call))
         return False
 
@@ -260,6 +371,7 @@ class ActorChannel:
     def _send_via_raylet(self, call):
         spec = call.spec
         spec.sequence_number = next(self.raylet_seq)
+        self.calls.escape_all(spec.arg_refs())
         self.core.conn.send((p.SUBMIT, spec))
         # The SUBMIT goes out before the drops of the kept argument refs, so the
         # raylet holds the arguments first.

@@ -86,13 +86,14 @@ class Executor:
             self._report((p.TASK_DONE, spec.task_id, results, retryable))
             return
         conn = self.core.conn
-        # The raylet learns of the results too (batched), so refs to them work anywhere.
-        # It must hear first of refs this call made or kept, and of objects in the arena,
-        # before the caller could pass them on or drop its own refs.
+        # Results in the arena or holding refs are registered with the raylet here (the
+        # caller registers small plain ones itself, if ever needed). The raylet must
+        # hear of them, and of refs this call made or kept, before the caller could
+        # pass them on or drop its own refs.
         urgent = bool(spec.nested_refs) or bool(self.core.refs.events)
         for object_id, data, size, nested, is_error in results:
-            conn.defer((p.PUT, object_id, data, size, nested, is_error))
             if data is None or nested:
+                conn.defer((p.PUT, object_id, data, size, nested, is_error))
                 urgent = True
         if urgent:
             conn.flush()
@@ -441,7 +442,7 @@ class Executor:
             if route is None:
                 self.core.conn.send_all_now([(p.TASK_DONE, spec.task_id, results, False), exit_message])
             else:
-                self.core.conn.send_all_now([(p.PUT, *result) for result in results] + [exit_message])
+                self.core.conn.send_all_now([exit_message])
                 route.send_now((p.DIRECT_DONE, spec.task_id, results))
         except Exception:
             pass

@@ -17,6 +17,11 @@ from rayx import serialization
 # simply not counted.
 _events = None
 
+# Called with the id of every ref pickled in this process: the core worker
+# registers results of direct actor calls that only this process knows of
+# with the raylet once a ref to them leaves the process.
+escape_hook = None
+
 
 class LocalRefCounter:
     """Per-process reference counts of object ids, fed by ObjectRef events."""
@@ -24,7 +29,6 @@ class LocalRefCounter:
     def __init__(self):
         self.events = collections.deque()
         self.counts = {}
-        self.announce = []       # ids reported as added at the next drain, whatever happens to them
         self._lock = threading.Lock()
 
     def install(self):
@@ -38,11 +42,9 @@ class LocalRefCounter:
 
     def drain(self):
         """Apply pending events; return (newly referenced ids, no longer referenced ids)."""
-        if not self.events and not self.announce:
+        if not self.events:
             return (), ()
         with self._lock:
-            announced = self.announce
-            self.announce = []
             counts = self.counts
             events = self.events
             touched = {}
@@ -57,8 +59,6 @@ class LocalRefCounter:
                 else:
                     counts.pop(oid, None)
             added = [oid for oid, before in touched.items() if before == 0 and oid in counts]
-            if announced:
-                added = announced + added
             removed = [oid for oid, before in touched.items() if before > 0 and oid not in counts]
             return added, removed
 
@@ -75,22 +75,6 @@ class LocalRefCounter:
             counts = self.counts
             for object_id in object_ids:
                 counts[object_id] = counts.get(object_id, 0) + 1
-                ref = _new_ref(ObjectRef)
-                ref._id = object_id
-                refs.append(ref)
-        return refs
-
-
-    def refs_to_announce(self, object_ids):
-        """New refs the raylet must hear of (as added) at the next flush even if they are
-        dropped before it: results of direct actor calls, which the raylet learns of
-        from the actor, so it needs to know whether anyone holds them."""
-        refs = []
-        with self._lock:
-            counts = self.counts
-            for object_id in object_ids:
-                counts[object_id] = counts.get(object_id, 0) + 1
-                self.announce.append(object_id)
                 ref = _new_ref(ObjectRef)
                 ref._id = object_id
                 refs.append(ref)
@@ -139,6 +123,8 @@ class ObjectRef:
         ctx = serialization.current_context()
         if ctx is not None:
             ctx.nested_refs.append(self._id)
+        if escape_hook is not None:
+            escape_hook(self._id)
         return (ObjectRef, (self._id,))
 
     def future(self):

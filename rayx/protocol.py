@@ -231,9 +231,7 @@ class RayletConnection:
                     self._wakeup.wait(0.001 if self._out.pending or self._dirty else 0.1)
                 self._writer_scheduled = False
             if self._dirty:
-                for peer in list(self._dirty):
-                    self._dirty.discard(peer)
-                    peer.flush()
+                self.flush_peers()
             try:
                 self.flush()
             except ConnectionClosed:
@@ -243,6 +241,12 @@ class RayletConnection:
                 traceback.print_exc()
 
     # ------------------------------------------------------------- peers
+
+    def flush_peers(self):
+        """Write what waits for the writer on direct connections (a thread about to block)."""
+        for peer in list(self._dirty):
+            self._dirty.discard(peer)
+            peer.flush()
 
     def add_source(self, source):
         """Read ``source`` (a PeerConnection or PeerListener) along with the raylet socket."""

@@ -172,3 +172,21 @@ def test_worker_callers_go_direct(rayx_start):
 
     last, mode = rayx.get(use.remote(actor), timeout=120)
     assert mode == "direct" and last == 50
+
+
+def test_actor_waiting_longer_than_its_local_wait(rayx_start):
+    # A worker process waits a few ms for direct results by itself, then through
+    # the raylet: the results it still waits for must get registered there.
+    server = Echo.remote()
+
+    @rayx.remote
+    class Client:
+        def run(self, handle, rounds):
+            total = 0
+            for _ in range(rounds):
+                refs = [handle.sleep.remote(0.001) for _ in range(20)]
+                total += len(rayx.get(refs, timeout=60))
+            return total
+
+    client = Client.remote()
+    assert rayx.get(client.run.remote(server, 10), timeout=120) == 200
