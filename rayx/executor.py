@@ -21,6 +21,7 @@ answered to the raylet. Retries of direct calls (``max_task_retries`` with
 """
 import _thread
 import asyncio
+import collections
 import concurrent.futures
 import inspect
 import os
@@ -59,6 +60,7 @@ class Executor:
         self._loop = None            # async actors
         self._async_slots = None     # an asyncio.Semaphore, made on the loop
         self._async_limit = 1000
+        self._async_inbox = collections.deque()   # calls handed to the event loop, not started
         self._namespaces = {}        # job id -> that job's namespace
         self._events = None          # TaskEvents: one record per task run (rayx list tasks, timeline)
         self._listener = None        # PeerListener for direct calls (actors only)
@@ -348,7 +350,11 @@ class Executor:
             self._drain()
             self._exit_actor(spec, "the actor was terminated by __ray_terminate__", route)
         if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._run_async_call(spec, values, route), self._loop)
+            # One wake-up of the loop thread per burst of calls, not one per call.
+            inbox = self._async_inbox
+            inbox.append((spec, values, route))
+            if len(inbox) == 1:
+                self._loop.call_soon_threadsafe(self._start_async_calls)
         elif self._pool is not None:
             self._pool.submit(self.run_call, spec, values, route)
         else:
@@ -374,6 +380,13 @@ class Executor:
             if not self._retried_here(spec, start, outcome, route):
                 self._end_call(spec, start, *outcome, route)
                 return
+
+    def _start_async_calls(self):
+        """On the event loop: start every call waiting in the inbox, in arrival order."""
+        inbox = self._async_inbox
+        create_task = self._loop.create_task
+        while inbox:
+            create_task(self._run_async_call(*inbox.popleft()))
 
     async def _run_async_call(self, spec, values, route=None):
         if self._async_slots is None:
