@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 import rayx
+from helpers import wait_for
 from rayx.actor import exit_actor
 from rayx.exceptions import ActorDiedError, RayActorError
 
@@ -39,15 +40,6 @@ class Counter:
 
     def leave(self):
         exit_actor()
-
-
-def _wait_for(predicate, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def _gone(pid):
@@ -80,8 +72,8 @@ def test_kill(rayx_fresh):
         rayx.get(running, timeout=60)
     with pytest.raises(ActorDiedError, match="killed"):
         rayx.get(c.inc.remote(), timeout=60)
-    assert _wait_for(lambda: _gone(pid))
-    assert _wait_for(lambda: _state(c) == "DEAD")
+    assert wait_for(lambda: _gone(pid))
+    assert wait_for(lambda: _state(c) == "DEAD")
     assert isinstance(ActorDiedError("x"), RayActorError)
     # killing again is harmless
     rayx.kill(c)
@@ -125,7 +117,7 @@ def test_kill_with_restart(rayx_fresh):
     # the constructor re-runs with its original arguments: the state starts over
     assert rayx.get(c.inc.remote(), timeout=60) == 11
     assert rayx.get(c.pid.remote(), timeout=60) != pid
-    assert _wait_for(lambda: _state(c) == "ALIVE")
+    assert wait_for(lambda: _state(c) == "ALIVE")
     rayx.kill(c)
     with pytest.raises(ActorDiedError):
         rayx.get(c.inc.remote(), timeout=60)
@@ -147,8 +139,8 @@ def test_ray_terminate_is_graceful(rayx_fresh):
     rayx.get(done, timeout=60)
     with pytest.raises(ActorDiedError):
         rayx.get(after, timeout=60)
-    assert _wait_for(lambda: _gone(pid))
-    assert _wait_for(lambda: _state(c) == "DEAD")
+    assert wait_for(lambda: _gone(pid))
+    assert wait_for(lambda: _state(c) == "DEAD")
 
 
 def test_ray_terminate_threaded_waits_for_running_calls(rayx_fresh):
@@ -200,8 +192,8 @@ def test_exit_actor(rayx_fresh, kind):
         rayx.get(a.leave.remote(), timeout=60)
     with pytest.raises(ActorDiedError, match="exit_actor"):
         rayx.get(a.inc.remote(), timeout=60)
-    assert _wait_for(lambda: _gone(pid))
-    assert _wait_for(lambda: _state(a) == "DEAD")
+    assert wait_for(lambda: _gone(pid))
+    assert wait_for(lambda: _state(a) == "DEAD")
 
 
 def test_exit_actor_outside_actor(rayx_fresh):
@@ -230,7 +222,7 @@ def test_exit_actor_in_constructor(rayx_fresh):
     n = Never.remote()
     with pytest.raises(ActorDiedError, match="exit_actor"):
         rayx.get(n.ping.remote(), timeout=60)
-    assert _wait_for(lambda: _state(n) == "DEAD")
+    assert wait_for(lambda: _state(n) == "DEAD")
     from rayx.util.state import get_actor
     assert get_actor(n._ray_actor_id.hex())["restarts"] == 0     # an intended exit: no restart
 
@@ -258,11 +250,11 @@ def test_constructor_error(rayx_fresh):
             rayx.get(ref, timeout=60)
         assert "cannot build with 42" in str(info.value)
         assert isinstance(info.value.cause, InitError) or "InitError" in str(info.value)
-    assert _wait_for(lambda: _state(b) == "DEAD")
+    assert wait_for(lambda: _state(b) == "DEAD")
     from rayx.util.state import get_actor
     assert get_actor(b._ray_actor_id.hex())["restarts"] == 0
     # the node's CPUs are all back
-    assert _wait_for(lambda: _cpus() == 2)
+    assert wait_for(lambda: _cpus() == 2)
 
 
 # ------------------------------------------------------- crashes, restarts
@@ -286,14 +278,14 @@ def test_sigkill_and_restart(rayx_fresh):
         pid = rayx.get(c.pid.remote(), timeout=60)
         os.kill(pid, signal.SIGKILL)
         # (a call sent before the raylet notices the death would fail: wait for it)
-        assert _wait_for(lambda: get_actor(c._ray_actor_id.hex())["restarts"] == restarts)
+        assert wait_for(lambda: get_actor(c._ray_actor_id.hex())["restarts"] == restarts)
         assert rayx.get(c.inc.remote(), timeout=60) == 101
         assert rayx.get(c.pid.remote(), timeout=60) != pid
     pid = rayx.get(c.pid.remote(), timeout=60)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(ActorDiedError, match=str(pid)):
         rayx.get(c.inc.remote(), timeout=60)
-    assert _wait_for(lambda: _state(c) == "DEAD")
+    assert wait_for(lambda: _state(c) == "DEAD")
 
 
 def test_calls_during_restart_wait_for_it(rayx_fresh):
@@ -313,10 +305,10 @@ def test_calls_during_restart_wait_for_it(rayx_fresh):
     s = SlowStart.remote()
     pid = rayx.get(s.pid.remote(), timeout=60)
     os.kill(pid, signal.SIGKILL)
-    assert _wait_for(lambda: _state(s) == "RESTARTING")
+    assert wait_for(lambda: _state(s) == "RESTARTING")
     refs = [s.inc.remote() for _ in range(5)]
     assert rayx.get(refs, timeout=60) == [1, 2, 3, 4, 5]
-    assert _wait_for(lambda: _state(s) == "ALIVE")
+    assert wait_for(lambda: _state(s) == "ALIVE")
     rayx.kill(s)
 
 
@@ -442,7 +434,7 @@ def test_actor_dies_with_owner_actor(rayx_fresh):
     child_pid = rayx.get(p.child_pid.remote(), timeout=60)
     [child] = rayx.get(p.child_handle.remote(), timeout=60)
     rayx.kill(p)
-    assert _wait_for(lambda: _gone(child_pid))
+    assert wait_for(lambda: _gone(child_pid))
     with pytest.raises(ActorDiedError):
         rayx.get(child.inc.remote(), timeout=60)
     d = DetachedParent.remote()

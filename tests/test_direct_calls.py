@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import rayx
+from helpers import wait_for
 from rayx import api
 from rayx.exceptions import ActorDiedError, RayTaskError
 
@@ -64,15 +65,6 @@ def _channel(handle):
 
 def _raylet_objects():
     return api._global_worker().request("status")["objects_detail"]["objects"]
-
-
-def _wait_for(predicate, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_calls_go_direct_and_keep_order(rayx_start):
@@ -130,7 +122,7 @@ def test_results_work_everywhere(rayx_start):
 def test_dropped_results_are_freed(rayx_start):
     actor = Echo.remote()
     rayx.get(actor.echo.remote(0))
-    _wait_for(lambda: False, timeout=0.3)
+    time.sleep(0.3)
     before = _raylet_objects()
     for _ in range(5):
         refs = [actor.echo.remote(i) for i in range(200)]
@@ -142,7 +134,7 @@ def test_dropped_results_are_freed(rayx_start):
     rayx.get(arena)
     del arena
     rayx.get(actor.echo.remote(0))
-    assert _wait_for(lambda: _raylet_objects() <= before + 2)
+    assert wait_for(lambda: _raylet_objects() <= before + 2)
 
 
 def test_threads_share_a_channel(rayx_start):
