@@ -291,7 +291,7 @@ def cancel(object_ref, *, force=False, recursive=True):
     retried. Actor calls cannot be cancelled this way (use ``rayx.kill``)."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
-    _global_worker().request("cancel", object_ref.binary()[:16], bool(force))
+    _global_worker().cancel_task(object_ref.binary()[:16], bool(force))
 
 
 def method(*args, **kwargs):

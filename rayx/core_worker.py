@@ -20,6 +20,8 @@ import time
 from rayx import protocol as p
 from rayx import serialization
 from rayx.direct_calls import DirectCalls
+from rayx.task_leases import TaskLeases
+from rayx._core.codec import NORMAL_TASK
 from rayx._core.ids import JobID, ObjectID, TaskID
 from rayx.exceptions import (ArenaError, GetTimeoutError, ObjectExistsError, ObjectLostError,
                              ObjectStoreFullError, RaySystemError)
@@ -94,6 +96,7 @@ class CoreWorker:
         self.on_block = None         # worker: called before a get that may block, and after
         self.on_unblock = None
         self.direct = DirectCalls(self)
+        self.leases = TaskLeases(self.direct)
         object_ref_module.escape_hook = self.direct.escape
         self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
         self.conn.start()
@@ -210,6 +213,7 @@ class CoreWorker:
     def shutdown(self):
         if self._closed:
             return
+        self.leases.close()
         self.direct.close()
         if object_ref_module.escape_hook == self.direct.escape:
             object_ref_module.escape_hook = None
@@ -293,11 +297,21 @@ class CoreWorker:
         return next(counter)   # atomic under the GIL
 
     def submit_task(self, spec):
+        """A task (or actor creation): to a leased worker when it can, else to the raylet."""
+        if spec.task_type == NORMAL_TASK:
+            refs = self.leases.submit(spec)
+            if refs is not None:
+                return refs
         if self.direct.pending or self.direct.unregistered:
             self.direct.escape_all(spec.arg_refs())
         refs = self.refs.refs_registered_by_message(spec.return_ids())
         self.conn.send((p.SUBMIT, spec))
         return refs
+
+    def cancel_task(self, task_id, force):
+        """rayx.cancel: a leased task is cancelled here, others by the raylet."""
+        if not self.leases.cancel(task_id, force):
+            self.request("cancel", task_id, force)
 
     def submit_actor_call(self, spec):
         """An actor call: directly to the actor's worker when it lives on this node."""

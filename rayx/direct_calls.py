@@ -52,24 +52,37 @@ RAYLET = "raylet"
 WORKER_LOCAL_WAIT = 0.005
 REPROBE_DELAY = 0.05
 
-_ERROR_KIND = bytes((serialization.KIND_ERROR,))
+ERROR_KIND = bytes((serialization.KIND_ERROR,))
 _thread_events = threading.local()     # one reusable Event per waiting thread
 
 
 class DirectCall:
     """A call made directly, until its results arrive (or it moves to the raylet)."""
 
-    __slots__ = ("spec", "keep", "values", "done", "waiters", "resolving", "lost", "escaped")
+    __slots__ = ("spec", "keep", "values", "done", "waiters", "resolving", "lost", "escaped",
+                 "cancelled", "sent", "expected")
 
-    def __init__(self, spec, keep):
+    def __init__(self, spec, keep, values=None):
         self.spec = spec
         self.keep = keep          # ObjectRefs of its arguments, held until it is done
-        self.values = None        # {object id: inline bytes | None (in the arena)} once resolved
+        self.values = values      # {object id: inline bytes | None (in the arena)} once resolved
         self.done = False         # answered, or handed to the raylet
         self.waiters = []         # Events of threads waiting in get
         self.resolving = False    # a wait for its arguments is out
         self.lost = False         # it was running when the connection broke
         self.escaped = False      # a ref to a result left the process: register the results
+        self.cancelled = False    # rayx.cancel reached it while it ran (leased tasks)
+        self.sent = 0.0           # when it was sent (leased tasks: how long functions run)
+        self.expected = None      # leased tasks: seconds it should run (None: unknown or long)
+
+
+def kept_arguments(spec):
+    """ObjectRefs that keep a call's ref arguments alive until it is done (None if none)."""
+    arg_refs = spec.arg_refs()
+    nested = spec.nested_refs
+    if not arg_refs and not nested:
+        return None
+    return [ObjectRef(oid) for oid in arg_refs] + [ObjectRef(oid) for oid in nested]
 
 
 class DirectCalls:
@@ -127,6 +140,35 @@ class DirectCalls:
                 if not call.escaped:
                     self.unregistered[object_id] = (data, size, is_error)
         return notify
+
+    def fail(self, call, error):
+        """``call`` ends with ``error`` as the value of each of its returns."""
+        data = serialization.serialize_error(error).to_bytes()
+        self.complete(call, [(oid, data, len(data), (), True) for oid in call.spec.return_ids()])
+
+    def send_via_raylet(self, call):
+        """``call`` (its spec ready to submit) goes through the raylet after all."""
+        spec = call.spec
+        self.escape_all(spec.arg_refs())
+        dropped = [oid for oid in spec.return_ids() if oid not in self.pending]
+        conn = self.core.conn
+        conn.send((p.SUBMIT, spec))
+        if dropped:
+            # The caller dropped these refs while the call waited here; the SUBMIT
+            # makes the raylet count a ref for us, so drop it again.
+            conn.send((p.REFS, (), dropped))
+        # The SUBMIT goes out before the drops of the kept argument refs, so the
+        # raylet holds the arguments first.
+        self.moved(call)
+
+    def track(self, call):
+        """Refs to the returns of ``call``, which is now awaited here."""
+        pending = self.pending
+        refs = []
+        for object_id in call.spec.return_ids():
+            pending[object_id] = call
+            refs.append(ObjectRef(object_id))
+        return refs
 
     def moved(self, call):
         """``call`` now goes through the raylet: waiters look there."""
@@ -225,11 +267,12 @@ class DirectCalls:
         """Wait (up to ``timeout``) for the direct calls producing ``object_ids``; a worker
         process waits only briefly, then through the raylet. Returns the ids still missing."""
         pending = self.pending
-        calls = []
+        calls = {}
         for object_id in object_ids:
             call = pending.get(object_id)
-            if call is not None and call not in calls:
-                calls.append(call)
+            if call is not None:
+                calls[id(call)] = call
+        calls = list(calls.values())
         if calls:
             if self.core.mode != "driver":
                 timeout = WORKER_LOCAL_WAIT if timeout is None else min(timeout, WORKER_LOCAL_WAIT)
@@ -296,15 +339,8 @@ class ActorChannel:
                 if self.mode == RAYLET:
                     spec.sequence_number = next(self.raylet_seq)
                     return core.submit_task(spec)
-        returns = spec.return_ids()
-        refs = [ObjectRef(oid) for oid in returns]
-        keep = [ObjectRef(oid) for oid in spec.arg_refs()]
-        if spec.nested_refs:
-            keep.extend(ObjectRef(oid) for oid in spec.nested_refs)
-        call = DirectCall(spec, keep)
-        pending = self.calls.pending
-        for object_id in returns:
-            pending[object_id] = call
+        call = DirectCall(spec, kept_arguments(spec))
+        refs = self.calls.track(call)
         with self.lock:
             if self.mode == RAYLET:
                 self._send_via_raylet(call)
@@ -343,7 +379,7 @@ class ActorChannel:
         for object_id in call.spec.arg_refs():
             data = values.get(object_id)
             if data is not None:
-                if data[:1] == _ERROR_KIND:
+                if data[:1] == ERROR_KIND:
                     # An argument is an error: the call fails with it, without running.
                     self.calls.complete(call, [(oid, data, len(data), (), True)
                                                for oid in call.spec.return_ids()])
@@ -369,13 +405,8 @@ class ActorChannel:
                 self._pump()
 
     def _send_via_raylet(self, call):
-        spec = call.spec
-        spec.sequence_number = next(self.raylet_seq)
-        self.calls.escape_all(spec.arg_refs())
-        self.core.conn.send((p.SUBMIT, spec))
-        # The SUBMIT goes out before the drops of the kept argument refs, so the
-        # raylet holds the arguments first.
-        self.calls.moved(call)
+        call.spec.sequence_number = next(self.raylet_seq)
+        self.calls.send_via_raylet(call)
 
     # --------------------------------------------------- probe and break
 
@@ -426,12 +457,10 @@ class ActorChannel:
             if spec.max_retries < 0 or spec.attempt < spec.max_retries:
                 spec.attempt += 1
                 continue
-            error = ActorDiedError(
+            self.calls.fail(call, ActorDiedError(
                 f"The actor {spec.function_name.rpartition('.')[0]} died while running "
                 f"{spec.function_name}; its max_task_retries ({spec.max_retries}) does not allow "
-                f"retrying the call.", actor_id=self.actor_id.hex())
-            data = serialization.serialize_error(error).to_bytes()
-            self.calls.complete(call, [(oid, data, len(data), (), True) for oid in spec.return_ids()])
+                f"retrying the call.", actor_id=self.actor_id.hex()))
 
     def _on_message(self, peer, message):
         if message[0] != p.DIRECT_DONE:

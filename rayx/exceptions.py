@@ -54,6 +54,13 @@ class TaskCancelledError(RayError):
 class WorkerCrashedError(RayError):
     """The worker running the task died (and no retries were left)."""
 
+    @classmethod
+    def for_task(cls, spec, how, pid, node_id, exit_code):
+        return cls(f"The worker running {spec.function_name}() {how} (pid={pid}, "
+                   f"node={node_id.hex()[:16]}, exit code={exit_code}); the task ran "
+                   f"{spec.attempt + 1} time(s) and no retries are left "
+                   f"(max_retries={spec.max_retries}).")
+
 
 class NodeDiedError(RayError):
     """The node a task or object lived on died."""

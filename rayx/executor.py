@@ -26,6 +26,7 @@ import concurrent.futures
 import inspect
 import os
 import queue
+import signal
 import sys
 import threading
 import traceback
@@ -63,16 +64,33 @@ class Executor:
         self._async_inbox = collections.deque()   # calls handed to the event loop, not started
         self._namespaces = {}        # job id -> that job's namespace
         self._events = None          # TaskEvents: one record per task run (rayx list tasks, timeline)
-        self._listener = None        # PeerListener for direct calls (actors only)
+        self._listener = None        # PeerListener for leased tasks and direct actor calls
+        self._shown_name = None      # the task name the raylet last heard from us
 
     def submit(self, message):
-        if self._blocked and message[0] == p.EXECUTE and message[1].task_type == codec.NORMAL_TASK:
+        if self._blocked and message[0] in (p.EXECUTE, p.DIRECT_CALL) and \
+                message[1].task_type == codec.NORMAL_TASK:
             # We are blocked in get: tasks queued behind the current one go back to
-            # the raylet, or they could wait on us while we wait on them.
-            self.core.conn.send((p.GIVE_BACK, [message[1].task_id]))
+            # whoever sent them, or they could wait on us while we wait on them.
+            self._give_back([message])
             return
         self.queue.put(message)
         self._has_work.set()
+
+    def _give_back(self, messages):
+        """Tasks this worker will not start: to the raylet (GIVE_BACK), or to the caller
+        that leased us (DIRECT_RETURN)."""
+        from_raylet = []
+        by_caller = {}
+        for message in messages:
+            if message[0] == p.EXECUTE:
+                from_raylet.append(message[1].task_id)
+            else:
+                by_caller.setdefault(message[4], []).append(message[1].task_id)
+        if from_raylet:
+            self.core.conn.send((p.GIVE_BACK, from_raylet))
+        for route, task_ids in by_caller.items():
+            route.send((p.DIRECT_RETURN, task_ids))
 
     def _report(self, message):
         """Send a result: at once when nothing else is queued here, else with the next
@@ -106,12 +124,10 @@ class Executor:
             route.defer(message)
 
     def _listen_for_direct_calls(self):
-        """After the constructor: open the actor's own socket and tell the raylet (before
-        the constructor's TASK_DONE, so it knows the path once the actor is alive)."""
+        """Open this worker's own socket (for leased tasks, and for direct calls once it
+        hosts an actor) and tell the raylet."""
         session_dir = self.core.node_info.get("session_dir", "")
-        path = os.path.join(session_dir, "sockets", f"actor-{os.getpid()}.sock")
-        if len(path.encode()) > 100:       # too long for a Unix socket address: raylet path only
-            return
+        path = p.session_socket_path(session_dir, f"worker-{os.getpid()}-{os.urandom(3).hex()}.sock")
         try:
             self._listener = p.PeerListener(self.core.conn, path, self._on_direct_message, _ignore)
         except OSError:
@@ -119,8 +135,14 @@ class Executor:
         self.core.conn.send((p.LISTENING, path))
 
     def _on_direct_message(self, peer, message):
-        if message[0] == p.DIRECT_CALL:
+        tag = message[0]
+        if tag == p.DIRECT_CALL:
             self.submit((p.DIRECT_CALL, message[1], message[2], None, peer))
+        elif tag == p.DIRECT_CANCEL:
+            task_id, force = message[1], message[2]
+            if force and self._running == task_id:
+                os.kill(os.getpid(), signal.SIGKILL)    # as the raylet does for its tasks
+            self.cancel(task_id)
 
     def before_blocking(self):
         """The running task is about to wait in get: give back the tasks queued here."""
@@ -131,14 +153,14 @@ class Executor:
                 message = self.queue.get_nowait()
             except queue.Empty:
                 break
-            if message[0] == p.EXECUTE and message[1].task_type == codec.NORMAL_TASK:
-                given.append(message[1].task_id)
+            if message[0] in (p.EXECUTE, p.DIRECT_CALL) and message[1].task_type == codec.NORMAL_TASK:
+                given.append(message)
             else:
                 kept.append(message)
         for message in kept:
             self.queue.put(message)
         if given:
-            self.core.conn.send((p.GIVE_BACK, given))
+            self._give_back(given)
 
     def after_blocking(self):
         self._blocked -= 1
@@ -157,6 +179,7 @@ class Executor:
     def run(self, core):
         self.core = core
         self._events = TaskEvents(core)
+        self._listen_for_direct_calls()
         while True:
             try:
                 message = self._next_message()
@@ -166,13 +189,19 @@ class Executor:
                 self._events.flush()
                 return
             if message[0] == p.DIRECT_CALL:
-                self.dispatch_call(message[1], message[2], message[4])
+                spec = message[1]
+                if spec.task_type == codec.NORMAL_TASK:
+                    _set_visible_gpus(())      # leased tasks never ask for GPUs
+                    self.execute(spec, message[2], message[4])
+                else:
+                    self.dispatch_call(spec, message[2], message[4])
                 continue
             _, spec, values, gpu_ids = message
             if spec.task_type == codec.ACTOR_TASK:
                 self.dispatch_call(spec, values)
             else:
                 _set_visible_gpus(gpu_ids)
+                self._shown_name = None        # the raylet names us for its tasks
                 self.execute(spec, values)
 
     # ---------------------------------------------------------------- tasks
@@ -184,16 +213,41 @@ class Executor:
         if self._running == task_id:
             _thread.interrupt_main()
 
-    def execute(self, spec, values):
-        """Run one task (or actor constructor) and report its results."""
-        core = self.core
+    def execute(self, spec, values, route=None):
+        """Run one task (or actor constructor) and send its results to whoever sent it:
+        the raylet, or (``route``) the caller that leased this worker."""
         if spec.task_id in self._cancelled:
             self._cancelled.discard(spec.task_id)
-            self._report((p.TASK_DONE, spec.task_id, self._cancelled_results(spec), False))
+            self._reply(spec, self._cancelled_results(spec), False, route)
             return
+        if route is not None:
+            self._show_name(spec)
+            self._events.started(spec)
+        while True:
+            start = _now()
+            outcome = self._run_task(spec, values, start)
+            if not self._retried_here(spec, start, outcome, route):
+                break
+        results, error, retryable = outcome
+        events = self._events
+        events.record(spec, start, error)
+        if route is not None:
+            events.made_objects(results)
+        self._reply(spec, results, retryable, route)
+
+    def _show_name(self, spec):
+        """Tell the raylet what runs here (it prefixes our output with the name)."""
+        name = spec.function_name.rpartition(".")[2]
+        if name != self._shown_name:
+            self._shown_name = name
+            self.core.conn.send_now((p.NOW_RUNNING, name))
+
+    def _run_task(self, spec, values, start):
+        """(results, error class or None, retryable) of one run."""
+        core = self.core
         core.enter_task(TaskID(spec.task_id), spec.function_name, spec.job_id, spec.actor_id)
         retryable = False
-        start, error = _now(), None
+        error = None
         self._running = spec.task_id
         try:
             self._enter_namespace(spec.job_id)
@@ -203,7 +257,6 @@ class Executor:
                 self.actor = fn(*args, **kwargs)
                 self.actor_spec = spec
                 self._setup_concurrency(spec, fn)
-                self._listen_for_direct_calls()
                 result = None
             else:
                 result = fn(*args, **kwargs)
@@ -229,8 +282,7 @@ class Executor:
             self._running = None
             self._cancelled.discard(spec.task_id)
             core.leave_task()
-        self._events.record(spec, start, error)
-        self._report((p.TASK_DONE, spec.task_id, results, retryable))
+        return results, error, retryable
 
     def _cancelled_results(self, spec):
         return self.fixed_error_results(spec, TaskCancelledError(

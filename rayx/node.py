@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+from rayx import protocol
 from rayx._private.process import kill_pid, stop_process
 
 ROOT_DIR = os.environ.get("RAYX_TMPDIR", "/tmp/rayx")
@@ -95,12 +96,6 @@ def read_token(session_dir):
         return f.read().strip()
 
 
-def _socket_path(session_dir, name):
-    """A Unix socket path in the session, or in /tmp when that would pass the 107-byte limit."""
-    path = os.path.join(session_dir, "sockets", name)
-    return path if len(path) < 100 else os.path.join("/tmp", "rayx-" + name)
-
-
 def build_resources(num_cpus, num_gpus, resources, node_ip_address):
     total = {"CPU": float(default_num_cpus() if num_cpus is None else num_cpus)}
     if num_gpus:
@@ -137,7 +132,7 @@ class Node:
         self.shards = []
         self.raylet = None
         self.node_id = None
-        self.socket_path = _socket_path(self.session_dir, f"raylet-{secrets.token_hex(4)}.sock")
+        self.socket_path = protocol.session_socket_path(self.session_dir, f"raylet-{secrets.token_hex(4)}.sock")
         self.arena_path = f"/dev/shm/rayx-{os.path.basename(self.session_dir)[-16:]}-{secrets.token_hex(4)}"
 
     def start(self, timeout=30.0):

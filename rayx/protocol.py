@@ -21,7 +21,9 @@ client -> raylet
   ACTOR_EXIT    actor_id, reason                        -- the actor ends itself (no restart)
   GIVE_BACK     [task_id]                               -- queued tasks a worker will not start
                                                            (it is about to block in get)
-  LISTENING     path                                    -- an actor's worker takes direct calls here
+  LISTENING     path                                    -- the worker takes direct calls and leased tasks here
+  NOW_RUNNING   name                                    -- a leased worker starts a task of this name (log prefix)
+  RETURN_LEASES [worker_id]                             -- leases (``REQUEST "lease"``) the caller gives back
 
   PUT may carry a fifth field, is_error (results of direct actor calls, registered by the actor's worker).
 raylet -> client
@@ -34,9 +36,12 @@ raylet -> client
   CANCEL        task_id                                 -- interrupt that task if it runs here
   READY_NOTE    object_id                               -- an object a finished wait asked about is ready
 
-caller <-> actor worker (direct calls, ``rayx.direct_calls``; a socket per caller and actor)
-  DIRECT_CALL   TaskSpec, {object_id: data | None}      -- caller -> actor
-  DIRECT_DONE   task_id, [(object_id, data | None, size, nested_refs, is_error)]   -- actor -> caller
+caller <-> worker (direct actor calls, ``rayx.direct_calls``; leased tasks, ``rayx.task_leases``)
+  DIRECT_CALL   TaskSpec, {object_id: data | None}      -- caller -> worker
+  DIRECT_DONE   task_id, [(object_id, data | None, size, nested_refs, is_error)]   -- worker -> caller
+  DIRECT_RETURN [task_id]                               -- worker -> caller: leased tasks it will not start
+                                                           (it is about to block in get)
+  DIRECT_CANCEL task_id, force                          -- caller -> worker: rayx.cancel of a leased task
 """
 import os
 import select
@@ -57,6 +62,8 @@ REQUEST = 8
 ACTOR_EXIT = 9
 GIVE_BACK = 10
 LISTENING = 11
+NOW_RUNNING = 12
+RETURN_LEASES = 13
 
 REGISTERED = 50
 EXECUTE = 51
@@ -69,6 +76,8 @@ READY_NOTE = 57
 
 DIRECT_CALL = 70
 DIRECT_DONE = 71
+DIRECT_RETURN = 72
+DIRECT_CANCEL = 73
 
 _RECV_SIZE = 1 << 20
 EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once
@@ -491,3 +500,9 @@ class PeerListener:
 
 def socket_path(session_dir, node_name="raylet"):
     return os.path.join(session_dir, "sockets", node_name + ".sock")
+
+
+def session_socket_path(session_dir, name):
+    """A Unix socket path in the session, or in /tmp when that would pass the 107-byte limit."""
+    path = os.path.join(session_dir, "sockets", name)
+    return path if len(path) < 100 else os.path.join("/tmp", "rayx-" + name)

@@ -41,6 +41,7 @@ class RemoteDefinition:
         # Captured by other remote code: carry the definition, not this process's runtime state.
         state = dict(self.__dict__)
         state.update(_blob=None, _function_id=None, _exported_to=None)
+        state.pop("_fields_cache", None)
         return state
 
     def _export(self, core):

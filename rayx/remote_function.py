@@ -60,9 +60,7 @@ class RemoteFunction(RemoteDefinition):
         core = api._global_worker()
         function_id = self._export(core)
         arg_list, nested = build_args(core, args, kwargs, self._name)
-        strategy, node_id, soft = opts.strategy_fields(options.get("scheduling_strategy"))
-        num_returns = options.get("num_returns", 1)
-        max_retries = options.get("max_retries")
+        fields = self._spec_fields(options)
         spec = codec.TaskSpec(
             task_type=codec.NORMAL_TASK,
             task_id=core.next_task_id(),
@@ -73,7 +71,27 @@ class RemoteFunction(RemoteDefinition):
             function_name=self._name,
             args=arg_list,
             nested_refs=nested,
-            num_returns=num_returns,
+            **fields,
+        )
+        refs = core.submit_task(spec)
+        num_returns = fields["num_returns"]
+        if num_returns == 1:
+            return refs[0]
+        if num_returns == 0:
+            return None
+        return refs
+
+    def _spec_fields(self, options):
+        """The TaskSpec fields that follow from ``options`` alone, worked out once per
+        options dict (the definition's own, or one ``.options()`` made)."""
+        cache = self.__dict__.setdefault("_fields_cache", {})
+        entry = cache.get(id(options))
+        if entry is not None and entry[0] is options:
+            return entry[1]
+        strategy, node_id, soft = opts.strategy_fields(options.get("scheduling_strategy"))
+        max_retries = options.get("max_retries")
+        fields = dict(
+            num_returns=options.get("num_returns", 1),
             resources=opts.resource_request(options, 1),
             max_retries=3 if max_retries is None else max_retries,
             retry_exceptions=bool(options.get("retry_exceptions", False)),
@@ -81,9 +99,7 @@ class RemoteFunction(RemoteDefinition):
             strategy_node_id=node_id,
             strategy_soft=soft,
         )
-        refs = core.submit_task(spec)
-        if num_returns == 1:
-            return refs[0]
-        if num_returns == 0:
-            return None
-        return refs
+        if len(cache) > 64:
+            cache.clear()
+        cache[id(options)] = (options, fields)
+        return fields

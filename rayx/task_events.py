@@ -1,7 +1,9 @@
 """Task events: what each worker ran, when, where, and how it ended.
 
 The GCS ``tasks`` table holds the lineage of every task (its spec) but no
-state. A worker records one event per task, actor constructor or actor call it
+state; the raylet writes the specs of the tasks it receives, and a leased
+worker (``rayx.task_leases``) those of the tasks it starts, through here,
+and the object-table rows of their results. A worker records one event per task, actor constructor or actor call it
 runs -- task id, name, job, actor, worker pid, node, start and end times,
 FINISHED or FAILED (with the exception's type) -- into the ``task_events``
 table (key = task id; a retry overwrites the earlier attempt's event). The
@@ -24,6 +26,8 @@ import time
 from rayx._core import codec
 
 TABLE = "task_events"
+LINEAGE_TABLE = "tasks"
+OBJECTS_TABLE = "objects"
 FINISHED = "FINISHED"
 FAILED = "FAILED"
 
@@ -35,6 +39,8 @@ class TaskEvents:
         self._core = core
         self.gather_interval = gather_interval
         self._events = collections.deque()
+        self._lineage = collections.deque()   # specs of leased tasks, for the "tasks" table
+        self._objects = collections.deque()   # results of leased tasks, for the "objects" table
         self._armed = False             # the flusher has been woken for the events buffered
         self._wake = threading.Event()
         self._drain_lock = threading.Lock()
@@ -55,6 +61,21 @@ class TaskEvents:
             if self._thread is None:
                 self._start()
             self._wake.set()
+
+    def started(self, spec):
+        """A task that reached us without the raylet (a leased task) starts: its spec goes
+        to the GCS lineage table (the raylet writes those of the tasks it receives)."""
+        self._lineage.append(spec)
+        if not self._armed:
+            self._armed = True
+            if self._thread is None:
+                self._start()
+            self._wake.set()
+
+    def made_objects(self, results):
+        """A leased task's results, for the GCS object table (where they were made, their
+        size), as the raylet records the results of the tasks it runs."""
+        self._objects.extend(results)
 
     def _start(self):
         with self._drain_lock:
@@ -77,7 +98,8 @@ class TaskEvents:
     def _drain(self):
         """Encode every buffered event and hand it to the batch writer."""
         events = self._events
-        if not events:
+        lineage = self._lineage
+        if not events and not lineage:
             return
         with self._drain_lock:
             if self._writer is None:
@@ -87,6 +109,14 @@ class TaskEvents:
                                 "worker_id": core.worker_id, "pid": os.getpid()}
                 self._writer = core.gcs.batch_writer()
             put = self._writer.put
+            while lineage:
+                spec = lineage.popleft()
+                put(LINEAGE_TABLE, spec.task_id, spec.encode())
+            objects = self._objects
+            node_id = self._core.node_id
+            while objects:
+                object_id, _, size, _, _ = objects.popleft()
+                put(OBJECTS_TABLE, object_id, node_id + str(size).encode())
             common = self._common
             dumps = codec.dumps
             while events:

@@ -276,9 +276,11 @@ def test_stdout_is_forwarded_with_prefix(rayx_start, capfd):
 
 
 def test_a_burst_of_submissions_is_coalesced(rayx_start):
+    # SPREAD tasks go through the raylet (not to leased workers): the raylet socket's writes.
     conn = rayx.api._worker.conn
     writes, messages = conn.writes, conn.messages_sent
-    refs = [add_one.remote(i) for i in range(10_000)]
+    spread = add_one.options(scheduling_strategy="SPREAD")
+    refs = [spread.remote(i) for i in range(10_000)]
     assert rayx.get(refs[-1], timeout=300) == 10_000
     burst_writes = conn.writes - writes
     assert conn.messages_sent - messages >= 10_000

@@ -23,6 +23,7 @@ from rayx.exceptions import TaskCancelledError, WorkerCrashedError
 from rayx.protos import rayx_pb2
 from rayx.raylet import tasks as t
 from rayx.raylet.actors import ActorManager
+from rayx.raylet.leases import Leases
 from rayx.raylet.object_manager import ObjectManager
 from rayx.raylet.peers import Peers
 from rayx.raylet.router import Router
@@ -146,6 +147,7 @@ class Raylet:
         self._stopping = False
         self._finished_tasks = 0
         self.actors = ActorManager(self)
+        self.leases = Leases(self)
         self.token = token
         self.peers = Peers(loop, node_id, token)
         self.router = Router(self, self.peers)
@@ -169,6 +171,8 @@ class Raylet:
             p.ACTOR_EXIT: self._on_actor_exit,
             p.GIVE_BACK: self._on_give_back,
             p.LISTENING: self._on_listening,
+            p.NOW_RUNNING: self._on_now_running,
+            p.RETURN_LEASES: self._on_return_leases,
         }
 
     # ------------------------------------------------------------------ life
@@ -196,6 +200,8 @@ class Raylet:
         if self._server is not None:
             self._server.close()
         self.pool.kill_all()
+        for worker in self.pool.workers.values():
+            _unlink_socket(worker)
         if self._subscription is not None:
             self._subscription.close()
         if self.gcs_writer is not None:
@@ -220,6 +226,7 @@ class Raylet:
             "resources_available": self.resources.as_floats(self.resources.available),
             "pending_tasks": len(self.ready) + sum(1 for x in self.tasks.values() if x.state == t.WAITING),
             "running_tasks": sum(1 for x in self.tasks.values() if x.state == t.RUNNING),
+            "leased_workers": len(self.leases),
             "infeasible": [dict(x.spec.resources) for x in self.infeasible],
             "workers": len(self.pool.workers),
             "objects": len(self.objects),
@@ -319,6 +326,16 @@ class Raylet:
     def _on_listening(self, conn, path):
         if conn.worker is not None:
             conn.worker.direct_path = path
+
+    def _on_now_running(self, conn, name):
+        if conn.worker is not None:
+            conn.worker.display_name = name
+
+    def _op_lease(self, conn, resources):
+        return self.leases.grant(conn, resources)
+
+    def _on_return_leases(self, conn, worker_ids):
+        self.leases.give_back(conn, worker_ids)
 
     def _on_refs(self, conn, added, removed):
         held = conn.held
@@ -842,6 +859,7 @@ class Raylet:
         for object_id in conn.held:
             self.objects.decref(object_id)
         conn.held.clear()
+        self.leases.holder_gone(conn)
         if conn.kind == "driver":
             self.drivers.discard(conn)
             if not any(d.job_id == conn.job_id for d in self.drivers):
@@ -865,8 +883,10 @@ class Raylet:
             queued.state = t.READY
             queued.worker = None
             self.ready.push_front(queued)
+        self.leases.worker_gone(worker)
         self.release_worker_resources(worker)
         self.pool.remove(worker)
+        _unlink_socket(worker)
         try:
             worker.process.wait(timeout=1.0)
         except Exception:
@@ -884,12 +904,8 @@ class Raylet:
             if task.retries_left():
                 self._retry(task)
             else:
-                code = worker.process.returncode
-                self.fail_task(task, WorkerCrashedError(
-                    f"The worker running {task.spec.function_name}() {how} "
-                    f"(pid={worker.pid}, node={self.node_id.hex()[:16]}, exit code={code}); "
-                    f"the task ran {task.spec.attempt + 1} time(s) and no retries are left "
-                    f"(max_retries={task.spec.max_retries})."))
+                self.fail_task(task, WorkerCrashedError.for_task(
+                    task.spec, how, worker.pid, self.node_id, worker.process.returncode))
         if not self._stopping:
             self.actors.owner_died(worker)   # the actors it created die with it
         self._ensure_min_workers()
@@ -908,3 +924,12 @@ class Raylet:
         targets = [d for d in self.drivers if not worker.job_id or d.job_id == worker.job_id] or self.drivers
         for driver in targets:
             driver.send((p.LOG, stream, text))
+
+
+def _unlink_socket(worker):
+    """A worker that was killed leaves its socket file behind."""
+    if worker.direct_path:
+        try:
+            os.unlink(worker.direct_path)
+        except OSError:
+            pass

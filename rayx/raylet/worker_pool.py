@@ -25,7 +25,7 @@ DEAD = 4
 class Worker:
     __slots__ = ("worker_id", "process", "pid", "conn", "state", "task", "allocation",
                  "blocked_cpus", "actor_id", "log_file", "display_name", "job_id",
-                 "_partial", "started_for_actor", "direct_path", "queued")
+                 "_partial", "started_for_actor", "direct_path", "queued", "lease_holder")
 
     def __init__(self, worker_id, process, log_file):
         self.worker_id = worker_id
@@ -43,7 +43,8 @@ class Worker:
         self.job_id = b""
         self._partial = {1: b"", 2: b""}
         self.started_for_actor = False
-        self.direct_path = ""       # an actor's worker: where it takes direct calls
+        self.direct_path = ""       # where it takes direct calls and leased tasks
+        self.lease_holder = None    # the connection of the caller it is leased to
 
 
 class WorkerPool:

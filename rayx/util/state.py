@@ -329,13 +329,21 @@ def _scan_hashes(gcs, table):
 
 
 def _task_names(gcs, task_ids):
-    """{task id: function name} from the lineage of these tasks."""
+    """{task id: function name} from the lineage of these tasks, or from their task
+    events (direct actor calls leave no lineage row)."""
     task_ids = sorted(task_ids)
     names = {}
     for task_id, blob in zip(task_ids, gcs.get_many("tasks", task_ids) if task_ids else ()):
         if blob:
             try:
                 names[task_id] = codec.TaskSpec.decode(blob).function_name
+            except Exception:
+                pass
+    unnamed = [task_id for task_id in task_ids if task_id not in names]
+    for task_id, blob in zip(unnamed, gcs.get_many(TASK_EVENTS_TABLE, unnamed) if unnamed else ()):
+        if blob:
+            try:
+                names[task_id] = codec.loads(blob).get("name") or ""
             except Exception:
                 pass
     return names

@@ -1,0 +1,392 @@
+"""Leased workers: a caller sends its tasks straight to workers the raylet has
+lent it, instead of through the raylet. Two process hops per task instead of
+four, and no raylet work per task: the raylet only grants and takes back
+leases (``rayx.raylet.leases``) and accounts their resources.
+
+Per resource shape the caller keeps a queue of tasks not sent yet and the
+leases it holds. A task goes to the lease with the fewest tasks in flight;
+short functions are pipelined: as many in flight per worker as add up to
+about ``PIPELINE_SECONDS`` of measured run time (at most
+``MAX_PIPELINE_DEPTH``), so a worker goes from one to the next without waiting
+for us; a function not measured yet, or a long one, runs on a worker alone. While tasks wait, the
+caller asks for one more lease at a time. The worker writes a leased task's
+lineage (its spec) to the GCS when it starts it. Results come back like those of
+direct actor calls (``rayx.direct_calls.DirectCalls``: small ones stay with
+the caller until a ref escapes).
+
+What does not take this path (it goes through the raylet as before): tasks
+with a scheduling strategy, GPU tasks, tasks whose ref arguments are not
+local yet (the raylet waits for them and pulls them), and every task of a
+shape for which the raylet had no worker to lend while we held none (then for
+``RAYLET_BACKOFF_SECONDS``). When the raylet says other nodes exist and it
+cannot lend more, the tasks still queued go to the raylet, which may send
+them to other nodes.
+
+Leases idle for ``LEASE_IDLE_SECONDS`` go back to the raylet. When a leased
+worker blocks in ``get`` it returns the tasks it has not started
+(DIRECT_RETURN) and gets no more until its task ends. When it dies, its tasks
+run again if their ``max_retries`` allow, else fail with WorkerCrashedError
+(TaskCancelledError if ``rayx.cancel`` was the cause).
+"""
+import collections
+import threading
+import time
+
+from rayx import protocol as p
+from rayx._core import codec
+from rayx.direct_calls import ERROR_KIND, DirectCall, kept_arguments
+from rayx.exceptions import TaskCancelledError, WorkerCrashedError
+
+MAX_PIPELINE_DEPTH = 64
+PIPELINE_SECONDS = 0.005     # queue about this much work on each leased worker
+LEASE_IDLE_SECONDS = 0.02
+LEASE_RETRY_SECONDS = 0.01
+RAYLET_BACKOFF_SECONDS = 0.01
+MAX_LEASES_PER_SHAPE = 64
+_TICK = 0.005
+
+
+class Lease:
+    """A worker lent to us. Short tasks queue on it up to about PIPELINE_SECONDS of
+    expected work; a task of unknown or long duration runs on it alone."""
+
+    __slots__ = ("worker_id", "pid", "peer", "inflight", "blocked", "idle_since", "last_done",
+                 "load", "exclusive")
+
+    def __init__(self, worker_id, pid, peer):
+        self.worker_id = worker_id
+        self.pid = pid
+        self.peer = peer
+        self.inflight = {}          # task id -> DirectCall sent to the worker
+        self.blocked = False        # its task blocks in get: send nothing more
+        self.idle_since = time.monotonic()
+        self.last_done = 0.0
+        self.load = 0.0             # expected seconds of the short tasks in flight
+        self.exclusive = 0          # tasks in flight of unknown or long duration
+
+    def has_room(self, expected):
+        if not self.inflight:
+            return not self.blocked
+        if self.blocked or self.exclusive or expected is None:
+            return False
+        return self.load + expected <= PIPELINE_SECONDS and len(self.inflight) < MAX_PIPELINE_DEPTH
+
+    def take(self, call):
+        call.sent = time.monotonic()
+        self.inflight[call.spec.task_id] = call
+        if call.expected is None:
+            self.exclusive += 1
+        else:
+            self.load += call.expected
+
+    def release(self, task_id):
+        """The call ``task_id`` left the worker (done or returned); None if unknown."""
+        call = self.inflight.pop(task_id, None)
+        if call is not None:
+            if call.expected is None:
+                self.exclusive -= 1
+            else:
+                self.load -= call.expected
+            if not self.inflight:
+                self.load = 0.0
+        return call
+
+
+class ShapeQueue:
+    """The tasks of one resource shape: queued here, and the leases running them."""
+
+    __slots__ = ("resources", "queue", "leases", "requesting", "retry_at", "raylet_until")
+
+    def __init__(self, resources):
+        self.resources = resources
+        self.queue = collections.deque()
+        self.leases = []
+        self.requesting = False     # a lease request is out
+        self.retry_at = 0.0         # ask again for a lease then (0: not waiting to)
+        self.raylet_until = 0.0     # submit through the raylet until then
+
+
+class TaskLeases:
+    def __init__(self, calls):
+        self.calls = calls
+        self.core = calls.core
+        self.lock = threading.RLock()
+        self.shapes = {}             # shape key -> ShapeQueue
+        self.by_peer = {}            # PeerConnection -> (ShapeQueue, Lease)
+        self.durations = {}          # function id -> running average of seconds per task
+        self.closed = False
+        self._ticker = None
+
+    # ------------------------------------------------------------ submit
+
+    def submit(self, spec):
+        """Refs to the returns if the task takes a lease, else None (the caller submits
+        it through the raylet)."""
+        if spec.strategy != codec.STRATEGY_DEFAULT or self.closed or spec.resources.get("GPU"):
+            return None
+        values = self._local_arguments(spec)
+        if values is None:
+            return None
+        key = spec.shape_key()
+        shape = self.shapes.get(key)
+        if shape is None:
+            with self.lock:
+                shape = self.shapes.setdefault(key, ShapeQueue(spec.resources))
+        if not shape.leases and shape.raylet_until > time.monotonic():
+            return None
+        call = DirectCall(spec, kept_arguments(spec), values)
+        refs = self.calls.track(call)
+        with self.lock:
+            shape.queue.append(call)
+            self._pump(shape)
+        return refs
+
+    def _local_arguments(self, spec):
+        """{object id: inline bytes | None (in the arena)} of the ref arguments, or None
+        when one is not local (or is an error: the raylet fails the task with it)."""
+        arg_refs = spec.arg_refs()
+        if not arg_refs:
+            return {}
+        values = self.core._values
+        known_local = self.core._known_local
+        resolved = {}
+        for object_id in arg_refs:
+            data = values.get(object_id)
+            if data is not None:
+                if data[:1] == ERROR_KIND:
+                    return None
+                resolved[object_id] = data
+            elif object_id in known_local:
+                resolved[object_id] = None
+            else:
+                return None
+        return resolved
+
+    def _pump(self, shape):
+        """Send queued tasks to leases with room; ask for a lease if tasks still wait
+        (lock held)."""
+        queue = shape.queue
+        leases = shape.leases
+        durations = self.durations
+        while queue:
+            call = queue[0]
+            if call.done:
+                queue.popleft()
+                continue
+            seconds = durations.get(call.spec.function_id)
+            call.expected = seconds if seconds is not None and seconds < PIPELINE_SECONDS else None
+            best = None
+            for lease in leases:
+                if lease.has_room(call.expected) and (best is None or lease.load < best.load):
+                    best = lease
+            if best is None:
+                break
+            queue.popleft()
+            best.take(call)
+            best.peer.send((p.DIRECT_CALL, call.spec, call.values))
+        if queue and not shape.requesting and len(leases) < MAX_LEASES_PER_SHAPE:
+            if not leases or not shape.retry_at:
+                self._request_lease(shape)
+
+    def _request_lease(self, shape):
+        shape.requesting = True
+        shape.retry_at = 0.0
+        self.core.request_async("lease", (shape.resources,),
+                                lambda ok, answer: self._lease_answered(shape, ok, answer))
+
+    def _lease_answered(self, shape, ok, answer):
+        with self.lock:
+            shape.requesting = False
+            if self.closed:
+                if ok and answer[0] == "granted":
+                    self.core.conn.send((p.RETURN_LEASES, [answer[1]]))
+                return
+            if ok and answer[0] == "granted":
+                _, worker_id, path, pid = answer
+                try:
+                    peer = self.core.conn.connect_peer(path, self._on_message, self._on_break)
+                except OSError:
+                    self.core.conn.send((p.RETURN_LEASES, [worker_id]))
+                    self._to_raylet(shape)
+                    return
+                lease = Lease(worker_id, pid, peer)
+                shape.leases.append(lease)
+                self.by_peer[peer] = (shape, lease)
+                self._pump(shape)
+                self._start_ticker()
+                return
+            if not ok or answer[1] or not shape.leases:
+                # No worker for us (or other nodes could take the rest): the raylet queues them.
+                if not shape.leases:
+                    shape.raylet_until = time.monotonic() + RAYLET_BACKOFF_SECONDS
+                self._to_raylet(shape)
+                return
+            shape.retry_at = time.monotonic() + LEASE_RETRY_SECONDS
+            self._start_ticker()
+
+    def _to_raylet(self, shape):
+        """Every task still queued for ``shape`` goes through the raylet (lock held)."""
+        queue, shape.queue = shape.queue, collections.deque()
+        send_via_raylet = self.calls.send_via_raylet
+        for call in queue:
+            if not call.done:
+                send_via_raylet(call)
+
+    # ---------------------------------------------------------- results
+
+    def _on_message(self, peer, message):
+        tag = message[0]
+        if tag == p.DIRECT_DONE:
+            with self.lock:
+                found = self.by_peer.get(peer)
+                if found is None:
+                    return
+                shape, lease = found
+                call = lease.release(message[1])
+                if call is None:
+                    return
+                now = time.monotonic()
+                self._measure(call, lease, now)
+                lease.blocked = False
+                if shape.queue:
+                    self._pump(shape)
+                if not lease.inflight:
+                    lease.idle_since = now
+            self.calls.complete(call, message[2])
+        elif tag == p.DIRECT_RETURN:
+            with self.lock:
+                found = self.by_peer.get(peer)
+                if found is None:
+                    return
+                shape, lease = found
+                lease.blocked = True
+                returned = [call for call in map(lease.release, message[1]) if call is not None]
+                shape.queue.extendleft(reversed(returned))
+                self._pump(shape)
+
+    def _measure(self, call, lease, now):
+        """How long its function ran: from when it was sent, or when the task before it
+        on this worker ended, whichever is later."""
+        seconds = now - max(call.sent, lease.last_done)
+        lease.last_done = now
+        function_id = call.spec.function_id
+        previous = self.durations.get(function_id)
+        self.durations[function_id] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+
+    def _on_break(self, peer):
+        """The leased worker died (or its socket broke): its tasks run again or fail."""
+        failed = []
+        with self.lock:
+            found = self.by_peer.pop(peer, None)
+            if found is None:
+                return
+            shape, lease = found
+            shape.leases.remove(lease)
+            retried = []
+            for call in lease.inflight.values():
+                spec = call.spec
+                if call.cancelled:
+                    failed.append((call, _cancelled_error(spec, f"its worker (pid={lease.pid}) was killed")))
+                elif spec.max_retries < 0 or spec.attempt < spec.max_retries:
+                    spec.attempt += 1
+                    retried.append(call)
+                else:
+                    failed.append((call, WorkerCrashedError.for_task(
+                        spec, "died", lease.pid, self.core.node_id, "unknown")))
+            lease.inflight.clear()
+            shape.queue.extendleft(reversed(retried))
+            if not self.closed:
+                self._pump(shape)
+        for call, error in failed:
+            self.calls.fail(call, error)
+
+    # ------------------------------------------------------------ cancel
+
+    def cancel(self, task_id, force):
+        """rayx.cancel of a task sent here; False if this process does not hold it."""
+        with self.lock:
+            call = self._take_queued(task_id)
+            if call is None:
+                for shape in self.shapes.values():
+                    for lease in shape.leases:
+                        running = lease.inflight.get(task_id)
+                        if running is not None:
+                            running.cancelled = True
+                            lease.peer.send_now((p.DIRECT_CANCEL, task_id, bool(force)))
+                            return True
+                return False
+        self.calls.fail(call, _cancelled_error(call.spec, "before it ran"))
+        return True
+
+    def _take_queued(self, task_id):
+        for shape in self.shapes.values():
+            for call in shape.queue:
+                if call.spec.task_id == task_id and not call.done:
+                    shape.queue.remove(call)
+                    return call
+        return None
+
+    # ------------------------------------------------- idle leases, retries
+
+    def _start_ticker(self):
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick_loop, name="rayx-leases", daemon=True)
+            self._ticker.start()
+
+    def _tick_loop(self):
+        while True:
+            time.sleep(_TICK)
+            with self.lock:
+                if self.closed or not self._tick():
+                    self._ticker = None
+                    return
+
+    def _tick(self):
+        """Return idle leases, ask again where a lease was refused; False once there is
+        nothing left to watch (lock held)."""
+        now = time.monotonic()
+        watching = False
+        returned = []
+        for shape in self.shapes.values():
+            if shape.retry_at:
+                watching = True
+                if now >= shape.retry_at and not shape.requesting:
+                    if shape.queue:
+                        self._request_lease(shape)
+                    else:
+                        shape.retry_at = 0.0
+            for lease in list(shape.leases):
+                if lease.inflight or shape.queue:
+                    watching = True
+                elif now - lease.idle_since >= LEASE_IDLE_SECONDS:
+                    returned.append(lease.worker_id)
+                    self._drop(shape, lease)
+                else:
+                    watching = True
+        if returned:
+            self.core.conn.send((p.RETURN_LEASES, returned))
+        return watching
+
+    def _drop(self, shape, lease):
+        shape.leases.remove(lease)
+        self.by_peer.pop(lease.peer, None)
+        lease.peer.close()
+
+    def close(self):
+        """Give every lease back (the process shuts down)."""
+        with self.lock:
+            self.closed = True
+            returned = []
+            for shape in self.shapes.values():
+                for lease in list(shape.leases):
+                    returned.append(lease.worker_id)
+                    self._drop(shape, lease)
+            if returned and not self.core.conn.closed:
+                try:
+                    self.core.conn.send_now((p.RETURN_LEASES, returned))
+                except Exception:
+                    pass
+
+
+def _cancelled_error(spec, how):
+    return TaskCancelledError(spec.task_id.hex(), f"The task {spec.function_name} was cancelled {how}")
