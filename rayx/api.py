@@ -204,7 +204,8 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     if types - {ObjectRef}:
         bad = next(t for t in types if t is not ObjectRef)
         raise TypeError(f"wait() expects ObjectRefs, got a {bad.__name__} in the list")
-    if len(set(map(_object_id_of, object_refs))) != len(object_refs):
+    object_ids = list(map(_object_id_of, object_refs))
+    if len(set(object_ids)) != len(object_ids):
         raise ValueError("Wait requires a list of unique object refs.")
     if not isinstance(num_returns, int) or num_returns < 0:
         raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")
@@ -215,7 +216,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
     if not object_refs:
         return [], []
-    return _global_worker().wait(list(object_refs), num_returns, timeout, bool(fetch_local))
+    return _global_worker().wait(list(object_refs), num_returns, timeout, bool(fetch_local), object_ids)
 
 
 # -------------------------------------------------------------- decorators

@@ -435,13 +435,24 @@ class CoreWorker:
                 return data
         raise ObjectLostError(object_id.hex())
 
-    def wait(self, refs, num_returns, timeout, fetch_local=True):
+    def wait(self, refs, num_returns, timeout, fetch_local=True, object_ids=None):
         """(ready, not ready) refs in input order. Set operations, not per-ref Python
         loops, so that waiting repeatedly on a long list stays cheap."""
-        object_ids = list(map(_object_id_of, refs))
+        if object_ids is None:
+            object_ids = list(map(_object_id_of, refs))
         known = self._known_local
         ready = known.intersection(object_ids)
-        ready.update(self._values.keys() & object_ids)
+        values = self._values
+        ready.update(filter(values.__contains__, object_ids))
+        if len(ready) < num_returns and self.direct.pending:
+            # Made by direct calls (leased tasks, actor calls): their results come here.
+            rest = [oid for oid in object_ids if oid not in ready]
+            start = time.monotonic()
+            if self.direct.wait_some(rest, num_returns - len(ready), timeout):
+                ready.update(known.intersection(rest))
+                ready.update(filter(values.__contains__, rest))
+                if timeout is not None:
+                    timeout = max(0.0, timeout - (time.monotonic() - start))
         if len(ready) < num_returns:
             rest = [oid for oid in object_ids if oid not in ready]
             self.direct.escape_all(rest)

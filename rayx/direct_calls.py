@@ -283,7 +283,24 @@ class DirectCalls:
         self.escape_all(missing)          # the rest is awaited through the raylet
         return missing
 
-    def _wait_calls(self, calls, timeout):
+    def wait_some(self, object_ids, num_ready, timeout):
+        """Wait (up to ``timeout``; a worker process only briefly) until ``num_ready`` of
+        the direct calls making ``object_ids`` are done. True if every id was made by a
+        direct call still pending (else nothing is awaited here)."""
+        pending = self.pending
+        calls = {}
+        for object_id in object_ids:
+            call = pending.get(object_id)
+            if call is None:
+                return False
+            calls[id(call)] = call
+        if self.core.mode != "driver":
+            timeout = WORKER_LOCAL_WAIT if timeout is None else min(timeout, WORKER_LOCAL_WAIT)
+        self._wait_calls(list(calls.values()), timeout, num_ready)
+        return True
+
+    def _wait_calls(self, calls, timeout, count=None):
+        """Wait until ``count`` (default: all) of ``calls`` are done, or ``timeout`` passes."""
         event = getattr(_thread_events, "event", None)
         if event is None:
             event = _thread_events.event = threading.Event()
@@ -294,15 +311,15 @@ class DirectCalls:
         conn = self.core.conn
         if conn._dirty:
             conn.flush_peers()      # our calls may still wait for the writer thread
+        needed = len(calls) if count is None else min(count, len(calls))
         try:
-            for call in calls:
-                while not call.done:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return
-                    if not conn.wait_for(event, remaining):
-                        return
-                    event.clear()
+            while sum(1 for call in calls if call.done) < needed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                if not conn.wait_for(event, remaining):
+                    return
+                event.clear()
         finally:
             for call in calls:
                 try:

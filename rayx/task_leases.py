@@ -38,7 +38,7 @@ from rayx.direct_calls import ERROR_KIND, DirectCall, kept_arguments
 from rayx.exceptions import TaskCancelledError, WorkerCrashedError
 
 MAX_PIPELINE_DEPTH = 64
-PIPELINE_SECONDS = 0.005     # queue about this much work on each leased worker
+PIPELINE_SECONDS = 0.02     # queue about this much work on each leased worker
 LEASE_IDLE_SECONDS = 0.02
 LEASE_RETRY_SECONDS = 0.01
 RAYLET_BACKOFF_SECONDS = 0.01

@@ -220,3 +220,23 @@ def test_a_driver_that_exits_holding_leases_gives_them_back(head_node):
         print("CPU", rayx.available_resources().get("CPU"), "RESULT", rayx.get(one.remote(), timeout=60))
     """)
     assert "CPU 2.0 RESULT 1" in out.stdout, out.stderr
+
+
+def test_wait_on_leased_results(rayx_start, tmp_path):
+    @rayx.remote
+    def wait_for_flag(path):
+        while not os.path.exists(path):
+            time.sleep(0.01)
+        return "flag"
+
+    flag = tmp_path / "flag"
+    blocked = wait_for_flag.remote(str(flag))
+    quick = add_one.remote(1)
+    ready, not_ready = rayx.wait([blocked, quick], num_returns=1, timeout=60)
+    assert ready == [quick] and not_ready == [blocked]
+    ready, not_ready = rayx.wait([blocked], num_returns=1, timeout=0.2)
+    assert ready == [] and not_ready == [blocked]
+    flag.write_text("")
+    ready, not_ready = rayx.wait([blocked, quick], num_returns=2, timeout=60)
+    assert ready == [blocked, quick] and not_ready == []
+    assert rayx.get(blocked) == "flag"
