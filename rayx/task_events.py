@@ -57,25 +57,26 @@ class TaskEvents:
                              spec.task_type, spec.attempt, start, _now(),
                              None if error is None else error.__name__))
         if not self._armed:
-            self._armed = True
-            if self._thread is None:
-                self._start()
-            self._wake.set()
+            self._arm()
 
     def started(self, spec):
         """A task that reached us without the raylet (a leased task) starts: its spec goes
         to the GCS lineage table (the raylet writes those of the tasks it receives)."""
         self._lineage.append(spec)
         if not self._armed:
-            self._armed = True
-            if self._thread is None:
-                self._start()
-            self._wake.set()
+            self._arm()
 
     def made_objects(self, results):
         """A leased task's results, for the GCS object table (where they were made, their
         size), as the raylet records the results of the tasks it runs."""
         self._objects.extend(results)
+
+    def _arm(self):
+        """Wake the flusher for what was just buffered (starting it the first time)."""
+        self._armed = True
+        if self._thread is None:
+            self._start()
+        self._wake.set()
 
     def _start(self):
         with self._drain_lock:

@@ -44,6 +44,7 @@ LEASE_RETRY_SECONDS = 0.01
 RAYLET_BACKOFF_SECONDS = 0.01
 MAX_LEASES_PER_SHAPE = 64
 _TICK = 0.005
+_NO_LEASE = (None, None)
 
 
 class Lease:
@@ -238,10 +239,9 @@ class TaskLeases:
         tag = message[0]
         if tag == p.DIRECT_DONE:
             with self.lock:
-                found = self.by_peer.get(peer)
-                if found is None:
+                shape, lease = self.by_peer.get(peer, _NO_LEASE)
+                if lease is None:
                     return
-                shape, lease = found
                 call = lease.release(message[1])
                 if call is None:
                     return
@@ -255,10 +255,9 @@ class TaskLeases:
             self.calls.complete(call, message[2])
         elif tag == p.DIRECT_RETURN:
             with self.lock:
-                found = self.by_peer.get(peer)
-                if found is None:
+                shape, lease = self.by_peer.get(peer, _NO_LEASE)
+                if lease is None:
                     return
-                shape, lease = found
                 lease.blocked = True
                 returned = [call for call in map(lease.release, message[1]) if call is not None]
                 shape.queue.extendleft(reversed(returned))

@@ -107,21 +107,6 @@ def test_errors_reach_the_caller(rayx_start):
         rayx.get(add_one.remote(fail.remote("first")), timeout=60)
 
 
-def test_retry_exceptions_run_again_in_the_worker(rayx_start, tmp_path):
-    counter = tmp_path / "attempts"
-
-    @rayx.remote(max_retries=2, retry_exceptions=True)
-    def flaky(path):
-        with open(path, "a") as f:
-            f.write("x")
-        if len(open(path).read()) < 3:
-            raise RuntimeError("not yet")
-        return "done"
-
-    assert rayx.get(flaky.remote(str(counter)), timeout=60) == "done"
-    assert counter.read_text() == "xxx"
-
-
 def test_nested_tasks_that_block_do_not_deadlock(rayx_start):
     @rayx.remote
     def parent(i):
