@@ -200,6 +200,11 @@ class ActorMethod:
         self._handle = handle
         self._name = name
         self._options = options
+        # Per-call spec fields that follow from the method and its options alone.
+        self._full_name = f"{handle._class_name}.{name}"
+        self._num_returns = options.get("num_returns", 1)
+        self._max_retries = options.get("max_task_retries", handle._max_task_retries)
+        self._retry_exceptions = bool(options.get("retry_exceptions", False))
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of '{self._name}()', "
@@ -216,15 +221,14 @@ class ActorMethod:
     def _submit(self, args, kwargs):
         core = _api()._global_worker()
         handle = self._handle
-        options = self._options
-        full_name = f"{handle._class_name}.{self._name}"
+        full_name = self._full_name
         if args or kwargs:
             arg_list, nested = build_args(core, args, kwargs, full_name)
         else:
             arg_list, nested = [], []
         seq = core.next_actor_sequence(handle._actor_id)
         ctx = core.context
-        num_returns = options.get("num_returns", 1)
+        num_returns = self._num_returns
         spec = codec.TaskSpec(
             task_type=codec.ACTOR_TASK,
             task_id=TaskID.for_actor_task(handle._actor_id_obj, core.worker_id, seq).binary(),
@@ -236,8 +240,8 @@ class ActorMethod:
             args=arg_list,
             nested_refs=nested,
             num_returns=num_returns,
-            max_retries=options.get("max_task_retries", handle._max_task_retries),
-            retry_exceptions=bool(options.get("retry_exceptions", False)),
+            max_retries=self._max_retries,
+            retry_exceptions=self._retry_exceptions,
             actor_id=handle._actor_id,
             sequence_number=seq,
         )

@@ -47,12 +47,14 @@ PROBING = "probing"
 DIRECT = "direct"
 RAYLET = "raylet"
 
-# A worker process waiting for a direct result waits this long by itself,
-# then through the raylet (which hands its CPUs back to the node meanwhile).
+# A worker process holding CPUs that waits for direct results waits by itself
+# while one arrives at least this often, then through the raylet (which hands
+# its CPUs back meanwhile).
 WORKER_LOCAL_WAIT = 0.005
 REPROBE_DELAY = 0.05
 
 ERROR_KIND = bytes((serialization.KIND_ERROR,))
+_NO_VALUES = {}           # the argument values of a call without ref arguments (never mutated)
 _thread_events = threading.local()     # one reusable Event per waiting thread
 
 
@@ -96,6 +98,9 @@ class DirectCalls:
         self._register = collections.deque()   # (object id, data, size, is_error) to register
         self._announce = collections.deque()   # results the worker registered: say we hold them
         self._lock = threading.Lock()
+        # Seconds a wait for direct results stays here (None: no limit; a driver, or an
+        # actor that holds no resources while alive, has nothing to hand back).
+        self.local_wait_limit = None if core.mode == "driver" else WORKER_LOCAL_WAIT
 
     def submit(self, spec):
         channel = self.channels.get(spec.actor_id)
@@ -264,8 +269,8 @@ class DirectCalls:
     # ------------------------------------------------------------ waiting
 
     def wait(self, object_ids, timeout):
-        """Wait (up to ``timeout``) for the direct calls producing ``object_ids``; a worker
-        process waits only briefly, then through the raylet. Returns the ids still missing."""
+        """Wait (up to ``timeout``) for the direct calls producing ``object_ids`` (see
+        ``_wait_calls``); the rest is awaited through the raylet. Returns the ids still missing."""
         pending = self.pending
         calls = {}
         for object_id in object_ids:
@@ -274,8 +279,6 @@ class DirectCalls:
                 calls[id(call)] = call
         calls = list(calls.values())
         if calls:
-            if self.core.mode != "driver":
-                timeout = WORKER_LOCAL_WAIT if timeout is None else min(timeout, WORKER_LOCAL_WAIT)
             self._wait_calls(calls, timeout)
         values = self.core._values
         known_local = self.core._known_local
@@ -284,9 +287,10 @@ class DirectCalls:
         return missing
 
     def wait_some(self, object_ids, num_ready, timeout):
-        """Wait (up to ``timeout``; a worker process only briefly) until ``num_ready`` of
-        the direct calls making ``object_ids`` are done. True if every id was made by a
-        direct call still pending (else nothing is awaited here)."""
+        """Wait (up to ``timeout``; a worker process holding CPUs only while results keep
+        coming) until ``num_ready`` of the direct calls making ``object_ids`` are done.
+        True if every id was made by a direct call still pending (else nothing is
+        awaited here)."""
         pending = self.pending
         calls = {}
         for object_id in object_ids:
@@ -294,31 +298,45 @@ class DirectCalls:
             if call is None:
                 return False
             calls[id(call)] = call
-        if self.core.mode != "driver":
-            timeout = WORKER_LOCAL_WAIT if timeout is None else min(timeout, WORKER_LOCAL_WAIT)
         self._wait_calls(list(calls.values()), timeout, num_ready)
         return True
 
     def _wait_calls(self, calls, timeout, count=None):
-        """Wait until ``count`` (default: all) of ``calls`` are done, or ``timeout`` passes."""
+        """Wait until ``count`` (default: all) of ``calls`` are done, or ``timeout`` passes.
+
+        A process holding CPUs (a task's worker, an actor that keeps CPUs) gives up
+        after ``local_wait_limit`` without a result arriving, and waits through the
+        raylet, which hands its CPUs back: what it waits for may need them."""
         event = getattr(_thread_events, "event", None)
         if event is None:
             event = _thread_events.event = threading.Event()
         event.clear()
         for call in calls:
             call.waiters.append(event)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        idle_limit = self.local_wait_limit
         conn = self.core.conn
         if conn._dirty:
             conn.flush_peers()      # our calls may still wait for the writer thread
         needed = len(calls) if count is None else min(count, len(calls))
+        position = 0                # calls[:position] are done (when waiting for all)
         try:
-            while sum(1 for call in calls if call.done) < needed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+            while True:
+                if count is None:
+                    while position < needed and calls[position].done:
+                        position += 1
+                    if position >= needed:
+                        return
+                elif _count_done(calls, needed) >= needed:
                     return
-                if not conn.wait_for(event, remaining):
+                step = None if deadline is None else deadline - time.monotonic()
+                if idle_limit is not None and (step is None or step > idle_limit):
+                    step = idle_limit
+                if step is not None and step <= 0:
                     return
+                if not conn.wait_for(event, step):
+                    return          # time is up, or nothing arrived for idle_limit
                 event.clear()
         finally:
             for call in calls:
@@ -330,6 +348,17 @@ class DirectCalls:
     def close(self):
         for channel in list(self.channels.values()):
             channel.closed = True
+
+def _count_done(calls, enough):
+    """How many of ``calls`` are done, counting no further than ``enough``."""
+    done = 0
+    for call in calls:
+        if call.done:
+            done += 1
+            if done >= enough:
+                break
+    return done
+
 
 class ActorChannel:
     """This process's calls to one actor (see the module's docstring)."""
@@ -356,7 +385,9 @@ class ActorChannel:
                 if self.mode == RAYLET:
                     spec.sequence_number = next(self.raylet_seq)
                     return core.submit_task(spec)
-        call = DirectCall(spec, kept_arguments(spec))
+        keep = kept_arguments(spec)
+        # Without ref arguments there is nothing to resolve before sending.
+        call = DirectCall(spec, keep, None if keep else _NO_VALUES)
         refs = self.calls.track(call)
         with self.lock:
             if self.mode == RAYLET:

@@ -257,6 +257,8 @@ class Executor:
                 self.actor = fn(*args, **kwargs)
                 self.actor_spec = spec
                 self._setup_concurrency(spec, fn)
+                if not spec.extra.get("lifetime_resources"):
+                    core.direct.local_wait_limit = None     # holds nothing to hand back
                 result = None
             else:
                 result = fn(*args, **kwargs)

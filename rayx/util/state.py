@@ -29,6 +29,7 @@ sorting.
 """
 import time
 
+from rayx import task_events
 from rayx._core import codec
 
 ACTOR_FIELDS = ("actor_id", "class_name", "state", "name", "namespace", "pid", "restarts",
@@ -41,7 +42,7 @@ TASK_FIELDS = ("task_id", "name", "state", "type", "job_id", "actor_id", "node_i
 OBJECT_FIELDS = ("object_id", "size", "node_id", "copies", "task_id", "is_put", "creator")
 
 NODE_TIMEOUT_S = 30.0
-TASK_EVENTS_TABLE = "task_events"
+TASK_EVENTS_TABLE = task_events.TABLE
 PENDING_OR_RUNNING = "PENDING_OR_RUNNING"
 TASK_TYPES = {codec.NORMAL_TASK: "NORMAL_TASK", codec.ACTOR_CREATION_TASK: "ACTOR_CREATION_TASK",
               codec.ACTOR_TASK: "ACTOR_TASK"}
@@ -219,7 +220,7 @@ def _scan_lineage(gcs):
 
 
 def _scan_events(gcs):
-    return dict(_loads_all(gcs.scan(TASK_EVENTS_TABLE).items()))
+    return task_events.latest_events(gcs.scan(TASK_EVENTS_TABLE).values())
 
 
 def _task_dict(task_id, spec, event, detail):
@@ -290,11 +291,10 @@ def get_task(task_id, gcs=None):
     """The state dict of one task (by hex id), or None."""
     gcs = _gcs(gcs)
     key = bytes.fromhex(task_id) if isinstance(task_id, str) else task_id
-    spec_blob, event_blob = gcs.get("tasks", key), gcs.get(TASK_EVENTS_TABLE, key)
-    if spec_blob is None and event_blob is None:
+    spec_blob, event = gcs.get("tasks", key), _scan_events(gcs).get(key)
+    if spec_blob is None and event is None:
         return None
     spec = codec.TaskSpec.decode(spec_blob) if spec_blob else None
-    event = codec.loads(event_blob) if event_blob else None
     return _task_dict(key, spec, event, detail=True)
 
 
@@ -339,13 +339,11 @@ def _task_names(gcs, task_ids):
                 names[task_id] = codec.TaskSpec.decode(blob).function_name
             except Exception:
                 pass
-    unnamed = [task_id for task_id in task_ids if task_id not in names]
-    for task_id, blob in zip(unnamed, gcs.get_many(TASK_EVENTS_TABLE, unnamed) if unnamed else ()):
-        if blob:
-            try:
-                names[task_id] = codec.loads(blob).get("name") or ""
-            except Exception:
-                pass
+    if len(names) < len(task_ids):
+        events = _scan_events(gcs)
+        for task_id in task_ids:
+            if task_id not in names and task_id in events:
+                names[task_id] = events[task_id]["name"]
     return names
 
 
