@@ -225,3 +225,17 @@ def test_wait_on_leased_results(rayx_start, tmp_path):
     ready, not_ready = rayx.wait([blocked, quick], num_returns=2, timeout=60)
     assert ready == [blocked, quick] and not_ready == []
     assert rayx.get(blocked) == "flag"
+
+
+def test_waiting_down_a_list_of_leased_results_needs_no_raylet(rayx_start):
+    assert rayx.get(add_one.remote(0)) == 1
+    core = api._global_worker()
+    refs = [add_one.remote(i) for i in range(200)]
+    writes = core.conn.writes
+    rest = refs
+    while rest:
+        ready, rest = rayx.wait(rest, num_returns=1, timeout=60)
+        assert len(ready) == 1
+    assert rayx.get(refs) == [i + 1 for i in range(200)]
+    # Only lease requests and returns went to the raylet, not one message per wait.
+    assert core.conn.writes - writes < 20

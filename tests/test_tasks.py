@@ -317,7 +317,8 @@ def test_cancel_pending_running_and_forced(rayx_start):
 
 
 def test_waiting_down_a_list_needs_no_round_trips_once_notified(rayx_start):
-    refs = [add_one.remote(i) for i in range(50)]
+    # Through the raylet (SPREAD: not on leased workers, whose results come to us directly).
+    refs = [add_one.options(scheduling_strategy="SPREAD").remote(i) for i in range(50)]
     ready, rest = rayx.wait(refs, num_returns=1, timeout=60)
     worker = rayx.api._worker
     deadline = time.time() + 60
