@@ -22,7 +22,6 @@ answered to the raylet. Retries of direct calls (``max_task_retries`` with
 import _thread
 import asyncio
 import collections
-import concurrent.futures
 import inspect
 import os
 import queue
@@ -33,6 +32,7 @@ import traceback
 
 from rayx import protocol as p
 from rayx import serialization
+from rayx.call_threads import CallThreads
 from rayx._core import codec
 from rayx._core.ids import TaskID
 from rayx.exceptions import ActorDiedError, TaskCancelledError, ObjectLostError, RayTaskError
@@ -392,8 +392,7 @@ class Executor:
             self._async_limit = spec.max_concurrency or 1000
             threading.Thread(target=self._loop.run_forever, name="rayx-actor-loop", daemon=True).start()
         elif spec.max_concurrency > 1:
-            self._pool = concurrent.futures.ThreadPoolExecutor(spec.max_concurrency,
-                                                               thread_name_prefix="rayx-actor")
+            self._pool = CallThreads(spec.max_concurrency)
 
     def dispatch_call(self, spec, values, route=None):
         if self.actor is None:
