@@ -11,6 +11,7 @@ import collections
 import threading
 
 from rayx import serialization
+from rayx._core.refcount import apply_events
 
 # The events of the current process: (object id, +1 | -1). ``None`` until a
 # core worker exists; refs created before that (e.g. unpickled in a test) are
@@ -45,22 +46,7 @@ class LocalRefCounter:
         if not self.events:
             return (), ()
         with self._lock:
-            counts = self.counts
-            events = self.events
-            touched = {}
-            while events:
-                oid, delta = events.popleft()
-                before = counts.get(oid, 0)
-                if oid not in touched:
-                    touched[oid] = before
-                after = before + delta
-                if after:
-                    counts[oid] = after
-                else:
-                    counts.pop(oid, None)
-            added = [oid for oid, before in touched.items() if before == 0 and oid in counts]
-            removed = [oid for oid, before in touched.items() if before > 0 and oid not in counts]
-            return added, removed
+            return apply_events(self.events, self.counts)
 
     def held(self):
         with self._lock:

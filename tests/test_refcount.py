@@ -1,0 +1,40 @@
+"""The compiled reference-count update (``rayx._core.refcount.apply_events``):
+only 0 -> held and held -> 0 transitions are reported, over any interleaving."""
+import collections
+import random
+
+from rayx._core.refcount import apply_events
+
+
+def test_transitions_only():
+    counts = {b"held": 2}
+    events = collections.deque([(b"new", 1), (b"new", 1), (b"held", -1), (b"gone", 1), (b"gone", -1)])
+    added, removed = apply_events(events, counts)
+    assert added == [b"new"] and removed == [] and not events
+    assert counts == {b"held": 1, b"new": 2}
+    events.extend([(b"held", -1), (b"new", -1), (b"new", -1), (b"new", 1)])
+    added, removed = apply_events(events, counts)
+    assert added == [] and removed == [b"held"]
+    assert counts == {b"new": 1}
+
+
+def test_matches_a_plain_count_over_random_batches():
+    rng = random.Random(7)
+    ids = [bytes([i]) * 20 for i in range(30)]
+    counts, truth, held_before = {}, collections.Counter(), set()
+    for _ in range(200):
+        events = collections.deque()
+        for _ in range(rng.randrange(50)):
+            object_id = rng.choice(ids)
+            if truth[object_id] and rng.random() < 0.5:
+                truth[object_id] -= 1
+                events.append((object_id, -1))
+            else:
+                truth[object_id] += 1
+                events.append((object_id, 1))
+        added, removed = apply_events(events, counts)
+        held_now = {oid for oid, n in truth.items() if n > 0}
+        assert set(added) == held_now - held_before
+        assert set(removed) == held_before - held_now
+        assert counts == {oid: n for oid, n in truth.items() if n > 0}
+        held_before = held_now
