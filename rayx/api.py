@@ -7,7 +7,6 @@ A driver process has one CoreWorker connected to the raylet of its node.
 ``rayx start`` launched.
 """
 import atexit
-import operator
 import os
 import sys
 import threading
@@ -15,10 +14,10 @@ import time
 
 from rayx import node as node_mod
 from rayx._core import codec
+from rayx._core.refcount import unique_ids_of
 from rayx.object_ref import ObjectRef
 
 _lock = threading.RLock()
-_object_id_of = operator.attrgetter("_id")
 _worker = None      # this process's CoreWorker
 _node = None        # the Node this driver started, if any
 _gcs = None
@@ -200,13 +199,8 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     """(ready, not_ready) lists, in input order, once ``num_returns`` refs are ready or time is up."""
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
-    types = set(map(type, object_refs))
-    if types - {ObjectRef}:
-        bad = next(t for t in types if t is not ObjectRef)
-        raise TypeError(f"wait() expects ObjectRefs, got a {bad.__name__} in the list")
-    object_ids = list(map(_object_id_of, object_refs))
-    if len(set(object_ids)) != len(object_ids):
-        raise ValueError("Wait requires a list of unique object refs.")
+    object_refs = list(object_refs)
+    object_ids = unique_ids_of(object_refs, ObjectRef, "wait")
     if not isinstance(num_returns, int) or num_returns < 0:
         raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")
     if num_returns > len(object_refs):
@@ -216,7 +210,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
     if not object_refs:
         return [], []
-    return _global_worker().wait(list(object_refs), num_returns, timeout, bool(fetch_local), object_ids)
+    return _global_worker().wait(object_refs, num_returns, timeout, bool(fetch_local), object_ids)
 
 
 # -------------------------------------------------------------- decorators

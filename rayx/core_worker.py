@@ -441,8 +441,11 @@ class CoreWorker:
         if object_ids is None:
             object_ids = list(map(_object_id_of, refs))
         known = self._known_local
-        ready = known.intersection(object_ids)
         values = self._values
+        found = self._first_ready(refs, object_ids, num_returns)
+        if found is not None:
+            return found
+        ready = known.intersection(object_ids)
         ready.update(filter(values.__contains__, object_ids))
         if len(ready) < num_returns and self.direct.pending:
             # Made by direct calls (leased tasks, actor calls): their results come here.
@@ -477,6 +480,30 @@ class CoreWorker:
             else:
                 not_ready.append(ref)
         return ready_refs, not_ready
+
+    def _first_ready(self, refs, object_ids, num_returns):
+        """(ready, not ready) when the first ``num_returns`` ready refs are known here
+        already, else None. Looks down the list only as far as it must (results mostly
+        arrive in the order they were asked for), so waiting down a long list one
+        ref at a time stays cheap."""
+        values = self._values
+        known = self._known_local
+        positions = []
+        for position, object_id in enumerate(object_ids):
+            if object_id in values or object_id in known:
+                positions.append(position)
+                if len(positions) == num_returns:
+                    break
+        else:
+            return None
+        ready = [refs[position] for position in positions]
+        not_ready = []
+        start = 0
+        for position in positions:
+            not_ready.extend(refs[start:position])
+            start = position + 1
+        not_ready.extend(refs[start:])
+        return ready, not_ready
 
     def _wait_raylet(self, object_ids, num_ready, with_data, timeout, fetch=True, notify=False):
         request_id = next(self._request_ids)

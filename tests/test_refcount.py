@@ -38,3 +38,15 @@ def test_matches_a_plain_count_over_random_batches():
         assert set(removed) == held_before - held_now
         assert counts == {oid: n for oid, n in truth.items() if n > 0}
         held_before = held_now
+
+
+def test_unique_ids_of_checks_types_and_duplicates():
+    import pytest
+    from rayx._core.refcount import unique_ids_of
+    from rayx.object_ref import ObjectRef
+    a, b = ObjectRef(b"a" * 20), ObjectRef(b"b" * 20)
+    assert unique_ids_of([a, b], ObjectRef, "wait") == [b"a" * 20, b"b" * 20]
+    with pytest.raises(TypeError, match="expects ObjectRefs, got a int"):
+        unique_ids_of([a, 3], ObjectRef, "wait")
+    with pytest.raises(ValueError, match="unique object refs"):
+        unique_ids_of([a, b, a], ObjectRef, "wait")
