@@ -28,6 +28,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import platform
 import signal
 import statistics
@@ -451,8 +452,16 @@ def main(argv=None):
     if not args.ray_python:
         parser.error("--ray-python is required")
 
-    now = datetime.datetime.now(datetime.timezone.utc)
     workdir = tempfile.mkdtemp(prefix="rayx-compare-")
+    try:
+        return _compare(args, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _compare(args, workdir):
+    """Run the suite, cold start and idle memory on both systems; write the results."""
+    now = datetime.datetime.now(datetime.timezone.utc)
     pythons = {"ray": args.ray_python, "rayx": args.rayx_python}
     output = args.output or os.path.join(RESULTS, f"compare-{now.strftime('%Y%m%dT%H%M%SZ')}.json")
     data = {
