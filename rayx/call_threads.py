@@ -43,8 +43,9 @@ class CallThreads:
     def _run(self):
         cond = self._cond
         calls = self._calls
-        while True:
-            with cond:
+        cond.acquire()
+        try:
+            while True:
                 while not calls:
                     if self._closed:
                         self._free -= 1
@@ -54,13 +55,15 @@ class CallThreads:
                     self._idle -= 1
                 fn, args = calls.popleft()
                 self._free -= 1
-            try:
-                fn(*args)
-            except BaseException:       # the call reports its own errors; keep the thread
-                pass
-            finally:
-                with cond:
-                    self._free += 1
+                cond.release()
+                try:
+                    fn(*args)
+                except BaseException:   # the call reports its own errors; keep the thread
+                    pass
+                cond.acquire()          # one lock round per call: free again, take the next
+                self._free += 1
+        finally:
+            cond.release()
 
     def shutdown(self, wait=True):
         """Run what is queued, then stop the threads."""
