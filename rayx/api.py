@@ -14,7 +14,7 @@ import time
 
 from rayx import node as node_mod
 from rayx._core import codec
-from rayx._core.refcount import unique_ids_of
+from rayx._core.objectref import unique_ids_of
 from rayx.object_ref import ObjectRef
 
 _lock = threading.RLock()
@@ -200,7 +200,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait() expects a list of ObjectRefs, got {type(object_refs).__name__}")
     object_refs = list(object_refs)
-    object_ids = unique_ids_of(object_refs, ObjectRef, "wait")
+    object_ids = unique_ids_of(object_refs, "wait")
     if not isinstance(num_returns, int) or num_returns < 0:
         raise ValueError(f"num_returns must be a non-negative int, got {num_returns!r}")
     if num_returns > len(object_refs):

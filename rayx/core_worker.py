@@ -97,7 +97,7 @@ class CoreWorker:
         self.on_unblock = None
         self.direct = DirectCalls(self)
         self.leases = TaskLeases(self.direct)
-        object_ref_module.escape_hook = self.direct.escape
+        object_ref_module.set_escape_hook(self.direct.escape)
         self.conn = p.RayletConnection(socket_path, self._on_message, self._on_close, self._before_flush)
         self.conn.start()
         self.conn.send_now((p.REGISTER, mode, worker_id, os.getpid(), job_id, job_info or {}))
@@ -215,8 +215,8 @@ class CoreWorker:
             return
         self.leases.close()
         self.direct.close()
-        if object_ref_module.escape_hook == self.direct.escape:
-            object_ref_module.escape_hook = None
+        if object_ref_module.escape_hook() == self.direct.escape:
+            object_ref_module.set_escape_hook(None)
         self.refs.uninstall()
         self.conn.close()
         self._closed = True

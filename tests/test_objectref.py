@@ -1,9 +1,10 @@
-"""The compiled reference-count update (``rayx._core.refcount.apply_events``):
+"""The compiled ObjectRef and reference counting (``rayx._core.objectref``):
+refs count themselves in and out, pickle with the escape hook, compare by id;
 only 0 -> held and held -> 0 transitions are reported, over any interleaving."""
 import collections
 import random
 
-from rayx._core.refcount import apply_events
+from rayx._core.objectref import apply_events
 
 
 def test_transitions_only():
@@ -42,11 +43,43 @@ def test_matches_a_plain_count_over_random_batches():
 
 def test_unique_ids_of_checks_types_and_duplicates():
     import pytest
-    from rayx._core.refcount import unique_ids_of
+    from rayx._core.objectref import unique_ids_of
     from rayx.object_ref import ObjectRef
     a, b = ObjectRef(b"a" * 20), ObjectRef(b"b" * 20)
-    assert unique_ids_of([a, b], ObjectRef, "wait") == [b"a" * 20, b"b" * 20]
+    assert unique_ids_of([a, b], "wait") == [b"a" * 20, b"b" * 20]
     with pytest.raises(TypeError, match="expects ObjectRefs, got a int"):
-        unique_ids_of([a, 3], ObjectRef, "wait")
+        unique_ids_of([a, 3], "wait")
     with pytest.raises(ValueError, match="unique object refs"):
-        unique_ids_of([a, b, a], ObjectRef, "wait")
+        unique_ids_of([a, b, a], "wait")
+
+
+
+def test_refs_count_themselves_and_pickle_through_the_escape_hook():
+    import gc
+    import pickle
+    import weakref
+    from rayx import object_ref
+    from rayx.object_ref import LocalRefCounter, ObjectRef
+    assert object_ref.escape_hook() is None     # no cluster in this test
+    counter = LocalRefCounter()
+    counter.install()
+    escaped = []
+    object_ref.set_escape_hook(escaped.append)
+    try:
+        oid = b"r" * 20
+        ref = ObjectRef(oid)
+        assert counter.drain() == ([oid], [])
+        twin = pickle.loads(pickle.dumps(ref))
+        assert escaped == [oid] and twin == ref and hash(twin) == hash(ref) and twin is not ref
+        assert ref != ObjectRef(b"s" * 20) and ref != oid
+        assert ObjectRef(bytearray(oid)).binary() == oid
+        probe = weakref.ref(ref)
+        del ref, twin
+        gc.collect()
+        assert probe() is None
+        added, removed = counter.drain()
+        assert oid in removed
+        assert repr(ObjectRef(oid)) == f"ObjectRef({oid.hex()})"
+    finally:
+        object_ref.set_escape_hook(None)
+        counter.uninstall()
