@@ -78,6 +78,27 @@ class DirectCall:
         self.expected = None      # leased tasks: seconds it should run (None: unknown or long)
 
 
+def local_values(core, object_ids):
+    """What this process can send of ``object_ids`` now: ({id: inline bytes, or None when
+    the object is in the node's arena}, [ids not here], the bytes of the first one
+    that is an error or None)."""
+    values = core._values
+    known_local = core._known_local
+    resolved = {}
+    missing = []
+    for object_id in object_ids:
+        data = values.get(object_id)
+        if data is not None:
+            if data[:1] == ERROR_KIND:
+                return resolved, missing, data
+            resolved[object_id] = data
+        elif object_id in known_local:
+            resolved[object_id] = None
+        else:
+            missing.append(object_id)
+    return resolved, missing, None
+
+
 def kept_arguments(spec):
     """ObjectRefs that keep a call's ref arguments alive until it is done (None if none)."""
     arg_refs = spec.arg_refs()
@@ -420,23 +441,12 @@ class ActorChannel:
         """Fill ``call.values`` if every ref argument is local; else ask the raylet to tell
         us when they are (and return False)."""
         core = self.core
-        values = core._values
-        known_local = core._known_local
-        resolved = {}
-        missing = []
-        for object_id in call.spec.arg_refs():
-            data = values.get(object_id)
-            if data is not None:
-                if data[:1] == ERROR_KIND:
-                    # An argument is an error: the call fails with it, without running.
-                    self.calls.complete(call, [(oid, data, len(data), (), True)
-                                               for oid in call.spec.return_ids()])
-                    return True
-                resolved[object_id] = data
-            elif object_id in known_local:
-                resolved[object_id] = None
-            else:
-                missing.append(object_id)
+        resolved, missing, error = local_values(core, call.spec.arg_refs())
+        if error is not None:
+            # An argument is an error: the call fails with it, without running.
+            self.calls.complete(call, [(oid, error, len(error), (), True)
+                                       for oid in call.spec.return_ids()])
+            return True
         if not missing:
             call.values = resolved
             return True

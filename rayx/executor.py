@@ -542,5 +542,5 @@ def _short(value):
 def _set_visible_gpus(gpu_ids):
     if gpu_ids:
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpu_ids)
-    else:
-        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    elif "CUDA_VISIBLE_DEVICES" in os.environ:     # cheap when unset (every leased task)
+        del os.environ["CUDA_VISIBLE_DEVICES"]

@@ -34,7 +34,7 @@ import time
 
 from rayx import protocol as p
 from rayx._core import codec
-from rayx.direct_calls import ERROR_KIND, DirectCall, kept_arguments
+from rayx.direct_calls import DirectCall, kept_arguments, local_values
 from rayx.exceptions import TaskCancelledError, WorkerCrashedError
 
 MAX_PIPELINE_DEPTH = 64
@@ -148,20 +148,8 @@ class TaskLeases:
         arg_refs = spec.arg_refs()
         if not arg_refs:
             return {}
-        values = self.core._values
-        known_local = self.core._known_local
-        resolved = {}
-        for object_id in arg_refs:
-            data = values.get(object_id)
-            if data is not None:
-                if data[:1] == ERROR_KIND:
-                    return None
-                resolved[object_id] = data
-            elif object_id in known_local:
-                resolved[object_id] = None
-            else:
-                return None
-        return resolved
+        resolved, missing, error = local_values(self.core, arg_refs)
+        return None if missing or error is not None else resolved
 
     def _pump(self, shape):
         """Send queued tasks to leases with room; ask for a lease if tasks still wait
