@@ -218,7 +218,6 @@ class Executor:
                 _set_visible_gpus(gpu_ids)
                 self._shown_name = None        # the raylet names us for its tasks
                 if self.execute(spec, values):
-                    self._events.flush()
                     return                     # max_calls reached: the raylet replaces us
 
     # ---------------------------------------------------------------- tasks
