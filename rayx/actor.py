@@ -9,11 +9,13 @@ and other actors. Named actors are registered in the GCS ``named_actors``
 table (one name per namespace) and their records in the ``actors`` table.
 """
 import inspect
+import threading
 
 from rayx import options as opts
 from rayx import serialization
 from rayx._core import codec
 from rayx._core.ids import ActorID, JobID, TaskID
+from rayx.exceptions import PendingCallsLimitExceeded
 from rayx.remote_definition import RemoteDefinition
 from rayx.remote_function import build_args
 
@@ -55,8 +57,21 @@ def _method_table(cls):
     for name, member in inspect.getmembers(cls, predicate=inspect.isfunction):
         if name.startswith("__") and name not in ("__call__",):
             continue
-        table[name] = dict(getattr(member, "__rayx_method_options__", {}))
+        options = table[name] = dict(getattr(member, "__rayx_method_options__", {}))
+        if isinstance(options.get("retry_exceptions"), (list, tuple)):
+            # The table travels in the codec (creation spec, named_actors): classes as a pickle.
+            options["retry_exceptions"] = opts.pickled_classes(options["retry_exceptions"])
     return table
+
+
+def _check_groups(class_name, methods, groups):
+    """Every method's concurrency_group must be one the class declares."""
+    for name, options in methods.items():
+        group = options.get("concurrency_group")
+        if group is not None and group not in groups:
+            declared = sorted(groups) if groups else "none"
+            raise ValueError(f"{class_name}.{name} is in concurrency_group {group!r}, which the actor "
+                             f"does not declare (concurrency_groups: {declared})")
 
 
 def _is_async(cls):
@@ -98,6 +113,8 @@ class ActorClass(RemoteDefinition):
         task_id = TaskID.for_actor_creation(actor_id)
         arg_list, nested = build_args(core, args, kwargs, self._name + ".__init__")
         strategy, node_id, soft = opts.strategy_fields(options.get("scheduling_strategy"))
+        groups = options.get("concurrency_groups") or {}
+        _check_groups(self._name, self._methods, groups)
         # As in Ray: an actor needs 1 CPU to be placed and holds 0 while alive,
         # unless it asks for CPUs explicitly (then it holds them for life).
         placement = opts.resource_request(options, 1)
@@ -105,6 +122,9 @@ class ActorClass(RemoteDefinition):
         detached = options.get("lifetime") == "detached"
         # 0 means "not given": 1 for a plain actor, 1000 for an async one (as Ray).
         max_concurrency = options.get("max_concurrency") or 0
+        extra = {"lifetime_resources": lifetime, "methods": self._methods}
+        if groups:
+            extra["concurrency_groups"] = groups
         spec = codec.TaskSpec(
             task_type=codec.ACTOR_CREATION_TASK,
             task_id=task_id.binary(),
@@ -112,7 +132,7 @@ class ActorClass(RemoteDefinition):
             parent_task_id=ctx.task_id.binary(),
             caller_id=core.worker_id,
             function_id=function_id,
-            function_name=self._name,
+            function_name=self._name + ".__init__",      # as Ray names the creation task
             args=arg_list,
             nested_refs=nested,
             num_returns=1,
@@ -129,19 +149,21 @@ class ActorClass(RemoteDefinition):
             namespace=namespace if name else "",
             detached=detached,
             is_asyncio=self._is_async,
-            extra={"lifetime_resources": lifetime, "methods": self._methods},
+            extra=extra,
         )
+        max_task_retries = options.get("max_task_retries") or 0
+        max_pending_calls = options.get("max_pending_calls") or -1
         if name:
             entry = codec.dumps({"actor_id": actor_id.binary(), "class_name": self._name,
-                                 "methods": self._methods,
-                                 "max_task_retries": options.get("max_task_retries") or 0})
+                                 "methods": self._methods, "max_task_retries": max_task_retries,
+                                 "max_pending_calls": max_pending_calls})
             if not core.gcs.put_if_absent("named_actors", name_key(namespace, name), entry):
                 if options.get("get_if_exists"):
                     return api.get_actor(name, namespace=namespace)
                 raise ValueError(f"The name {name!r} (namespace {namespace!r}) is already taken by "
                                  f"another actor; names must be unique within a namespace.")
         core.submit_task(spec)
-        return ActorHandle(actor_id.binary(), self._name, self._methods, options.get("max_task_retries") or 0)
+        return ActorHandle(actor_id.binary(), self._name, self._methods, max_task_retries, max_pending_calls)
 
 
 def name_key(namespace, name):
@@ -151,12 +173,16 @@ def name_key(namespace, name):
 class ActorHandle:
     """A reference to an actor: call ``handle.method.remote(...)``."""
 
-    def __init__(self, actor_id, class_name, methods, max_task_retries=0):
+    def __init__(self, actor_id, class_name, methods, max_task_retries=0, max_pending_calls=-1):
         self._actor_id = actor_id
         self._class_name = class_name
         self._methods = methods
         self._max_task_retries = max_task_retries
+        self._max_pending_calls = max_pending_calls
         self._method_cache = {}
+        if max_pending_calls > 0:
+            self._pending = []                  # first return ref of each call not known done
+            self._pending_lock = threading.Lock()
 
     def __getattr__(self, name):
         if name.startswith("_") and name not in ("__ray_terminate__",):
@@ -172,7 +198,8 @@ class ActorHandle:
         ctx = serialization.current_context()
         if ctx is not None:
             ctx.actor_handles.append(self._actor_id)
-        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._max_task_retries))
+        return (ActorHandle, (self._actor_id, self._class_name, self._methods, self._max_task_retries,
+                              self._max_pending_calls))
 
     def __repr__(self):
         return f"Actor({self._class_name}, {self._actor_id.hex()})"
@@ -182,6 +209,18 @@ class ActorHandle:
 
     def __hash__(self):
         return hash(self._actor_id)
+
+    def _admit_call(self, core):
+        """max_pending_calls: raise PendingCallsLimitExceeded when this handle already has
+        that many calls whose results are not in. Looks only when the count reaches the limit."""
+        limit = self._max_pending_calls
+        if len(self._pending) >= limit:
+            self._pending = _still_pending(core, self._pending)
+            if len(self._pending) >= limit:
+                raise PendingCallsLimitExceeded(
+                    f"The actor {self._class_name} ({self._actor_id.hex()}) has {len(self._pending)} "
+                    f"calls pending from this handle, its max_pending_calls; wait for some of "
+                    f"their results before calling it again.")
 
     @property
     def _ray_actor_id(self):
@@ -201,10 +240,14 @@ class ActorMethod:
         self._name = name
         self._options = options
         # Per-call spec fields that follow from the method and its options alone.
-        self._full_name = f"{handle._class_name}.{name}"
+        self._full_name = options.get("name") or f"{handle._class_name}.{name}"
         self._num_returns = options.get("num_returns", 1)
         self._max_retries = options.get("max_task_retries", handle._max_task_retries)
-        self._retry_exceptions = bool(options.get("retry_exceptions", False))
+        self._retry_exceptions, extra = opts.retry_fields(options.get("retry_exceptions", False))
+        group = options.get("concurrency_group")
+        if group is not None:
+            extra = dict(extra or {}, concurrency_group=group)
+        self._extra = extra
 
     def __call__(self, *args, **kwargs):
         raise TypeError(f"Actor methods cannot be called directly. Instead of '{self._name}()', "
@@ -216,7 +259,20 @@ class ActorMethod:
         return ActorMethod(self._handle, self._name, merged)
 
     def remote(self, *args, **kwargs):
+        if self._handle._max_pending_calls > 0:
+            return self._submit_limited(args, kwargs)
         return self._submit(args, kwargs)
+
+    def _submit_limited(self, args, kwargs):
+        """A call on a handle with max_pending_calls: refused at the limit, else counted."""
+        handle = self._handle
+        with handle._pending_lock:
+            handle._admit_call(_api()._global_worker())
+            out = self._submit(args, kwargs)
+            first = out if self._num_returns == 1 else (out[0] if out else None)
+            if first is not None:
+                handle._pending.append(first)
+        return out
 
     def _submit(self, args, kwargs):
         core = _api()._global_worker()
@@ -244,6 +300,7 @@ class ActorMethod:
             retry_exceptions=self._retry_exceptions,
             actor_id=handle._actor_id,
             sequence_number=seq,
+            extra=self._extra,
         )
         refs = core.submit_actor_call(spec)
         if num_returns == 1:
@@ -251,3 +308,16 @@ class ActorMethod:
         if num_returns == 0:
             return None
         return refs
+
+
+def _still_pending(core, refs):
+    """The refs among ``refs`` whose results are not in yet. Results of direct calls
+    arrive here (no round trip); the others are asked of the raylet, without waiting."""
+    values, known, direct = core._values, core._known_local, core.direct.pending
+    missing = [ref for ref in refs if ref.binary() not in values and ref.binary() not in known]
+    ask = [ref for ref in missing if ref.binary() not in direct]
+    if not ask:
+        return missing
+    ready, _ = core.wait(ask, len(ask), 0, fetch_local=False)
+    arrived = {ref.binary() for ref in ready}
+    return [ref for ref in missing if ref.binary() not in arrived]

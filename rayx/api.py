@@ -13,6 +13,7 @@ import threading
 import time
 
 from rayx import node as node_mod
+from rayx import options as opts
 from rayx._core import codec
 from rayx._core.objectref import unique_ids_of
 from rayx.object_ref import ObjectRef
@@ -58,6 +59,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
                                  "_system_config", "_temp_dir", "job_config", "storage", "labels"}
         if unknown:
             raise TypeError(f"init() got unexpected keyword argument(s) {sorted(unknown)}")
+        opts.check_runtime_env(runtime_env, "rayx.init()")
+        opts.check_runtime_env(getattr(kwargs.get("job_config"), "runtime_env", None), "the job_config")
         if address is None:
             address = os.environ.get("RAYX_ADDRESS") or os.environ.get("RAY_ADDRESS")
         if address in ("local", ""):
@@ -254,7 +257,7 @@ def get_actor(name, namespace=None):
         record = _gcs.get("actors", info["actor_id"])
         if record is None or codec.loads(record).get("state") != "DEAD":
             return ActorHandle(info["actor_id"], info["class_name"], info["methods"],
-                               info["max_task_retries"])
+                               info["max_task_retries"], info.get("max_pending_calls", -1))
     raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{namespace}'. "
                      f"This could be because 1. You are trying to look up a named actor you didn't "
                      f"create. 2. The named actor died. 3. You did not use a namespace matching the "

@@ -10,7 +10,15 @@ the remote traceback, stored as the value of every return.
 Once a worker has run an actor's constructor it hosts that actor: calls run
 in arrival order on the main thread, or on a thread pool of
 ``max_concurrency`` threads (threaded actors), or as asyncio tasks on one
-event loop thread (actors with ``async def`` methods).
+event loop thread (actors with ``async def`` methods). An actor that declares
+``concurrency_groups`` gets one pool (threaded) or one semaphore (async) per
+group, plus the default group of ``max_concurrency``; a call names its group
+in its spec's ``extra``.
+
+A task of a function with ``max_calls`` is counted; the call that reaches the
+limit is answered with "exiting" set and the worker exits (the raylet starts
+a replacement). ``retry_exceptions`` given as a list of classes travels
+pickled in the spec's ``extra``; only those (and subclasses) are retried.
 
 An actor's worker also listens on a socket of its own for direct calls from
 callers on its node (``rayx.direct_calls``): each call's result goes back on
@@ -29,6 +37,8 @@ import signal
 import sys
 import threading
 import traceback
+
+import cloudpickle
 
 from rayx import protocol as p
 from rayx import serialization
@@ -58,9 +68,14 @@ class Executor:
         self.actor = None            # the actor instance this worker hosts
         self.actor_spec = None
         self._pool = None            # threaded actors
+        self._group_pools = None     # threaded actors with concurrency groups: name -> CallThreads
         self._loop = None            # async actors
         self._async_slots = None     # an asyncio.Semaphore, made on the loop
         self._async_limit = 1000
+        self._async_groups = None    # async actors with concurrency groups: name -> size
+        self._async_group_slots = {}  # name -> asyncio.Semaphore, made on the loop
+        self._retry_classes = {}     # pickled retry_exceptions list -> tuple of classes
+        self._calls_made = {}        # function id -> tasks run here (functions with max_calls)
         self._async_inbox = collections.deque()   # calls handed to the event loop, not started
         self._namespaces = {}        # job id -> that job's namespace
         self._events = None          # TaskEvents: one record per task run (rayx list tasks, timeline)
@@ -202,7 +217,8 @@ class Executor:
             else:
                 _set_visible_gpus(gpu_ids)
                 self._shown_name = None        # the raylet names us for its tasks
-                self.execute(spec, values)
+                if self.execute(spec, values):
+                    return                     # max_calls reached: the raylet replaces us
 
     # ---------------------------------------------------------------- tasks
 
@@ -215,7 +231,8 @@ class Executor:
 
     def execute(self, spec, values, route=None):
         """Run one task (or actor constructor) and send its results to whoever sent it:
-        the raylet, or (``route``) the caller that leased this worker."""
+        the raylet, or (``route``) the caller that leased this worker. True when this
+        worker is to exit now (its function's max_calls is reached)."""
         if spec.task_id in self._cancelled:
             self._cancelled.discard(spec.task_id)
             self._reply(spec, self._cancelled_results(spec), False, route)
@@ -233,7 +250,22 @@ class Executor:
         events.record(spec, start, error)
         if route is not None:
             events.made_objects(results)
+        elif spec.extra and self._max_calls_reached(spec):
+            # Never a crash: the raylet finishes (or retries) the task and replaces us.
+            events.flush()
+            self.core.conn.send_now((p.TASK_DONE, spec.task_id, results, retryable, True))
+            return True
         self._reply(spec, results, retryable, route)
+        return False
+
+    def _max_calls_reached(self, spec):
+        """Count a run of a function with max_calls (tasks from the raylet: leased workers
+        never get them); True at the limit."""
+        max_calls = spec.extra.get("max_calls")
+        if not max_calls:
+            return False
+        count = self._calls_made[spec.function_id] = self._calls_made.get(spec.function_id, 0) + 1
+        return count >= max_calls
 
     def _show_name(self, spec):
         """Tell the raylet what runs here (it prefixes our output with the name)."""
@@ -276,7 +308,7 @@ class Executor:
         except Exception as exc:
             error = type(exc)      # the class: keeping the exception would keep its frames
             results = self.error_results(spec, exc)
-            retryable = spec.retry_exceptions
+            retryable = spec.retry_exceptions and self._retryable(spec, exc)
             if spec.task_type == codec.ACTOR_CREATION_TASK:
                 self._events.record(spec, start, error)
                 self._constructor_failed(spec, results)
@@ -311,7 +343,7 @@ class Executor:
     def _constructor_failed(self, spec, results):
         """Report the actor dead with its constructor's error, then exit."""
         cause = serialization.deserialize(results[0][1]).error
-        error = ActorDiedError(f"The actor {spec.function_name} is dead: its constructor raised "
+        error = ActorDiedError(f"The actor {p.actor_class_name(spec)} is dead: its constructor raised "
                                f"{cause}", actor_id=spec.actor_id.hex(), cause=cause)
         death = serialization.serialize_error(error).to_bytes()
         self._events.flush()
@@ -387,12 +419,28 @@ class Executor:
         is_async = spec.is_asyncio or any(
             inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member)
             for _, member in inspect.getmembers(cls, predicate=inspect.isfunction))
+        groups = spec.extra.get("concurrency_groups")
         if is_async:
             self._loop = asyncio.new_event_loop()
             self._async_limit = spec.max_concurrency or 1000
+            self._async_groups = groups or None
             threading.Thread(target=self._loop.run_forever, name="rayx-actor-loop", daemon=True).start()
+        elif groups:
+            # The default group too gets its own threads: the main thread keeps reading,
+            # so a busy group never holds up the calls of another.
+            self._pool = CallThreads(max(1, spec.max_concurrency))
+            self._group_pools = {name: CallThreads(size, name=f"rayx-actor-{name}")
+                                 for name, size in groups.items()}
         elif spec.max_concurrency > 1:
             self._pool = CallThreads(spec.max_concurrency)
+
+    def _group_of(self, spec, groups):
+        """The concurrency group a call runs in (None: the default group)."""
+        group = spec.extra.get("concurrency_group")
+        if group is not None and group not in groups:
+            raise ValueError(f"{spec.function_name} was called in concurrency_group {group!r}, which "
+                             f"the actor does not declare (its groups: {sorted(groups)})")
+        return group
 
     def dispatch_call(self, spec, values, route=None):
         if self.actor is None:
@@ -408,6 +456,14 @@ class Executor:
             inbox.append((spec, values, route))
             if len(inbox) == 1:
                 self._loop.call_soon_threadsafe(self._start_async_calls)
+        elif self._group_pools is not None:
+            try:
+                group = self._group_of(spec, self._group_pools)
+            except ValueError as exc:
+                self._reply(spec, self.fixed_error_results(spec, exc), False, route)
+                return
+            pool = self._pool if group is None else self._group_pools[group]
+            pool.submit(self.run_call, spec, values, route)
         elif self._pool is not None:
             self._pool.submit(self.run_call, spec, values, route)
         else:
@@ -415,8 +471,9 @@ class Executor:
 
     def _drain(self):
         """Let the calls already started finish (graceful termination)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for pool in [self._pool, *(self._group_pools or {}).values()]:
+            if pool is not None:
+                pool.shutdown(wait=True)
         if self._loop is not None:
             done = threading.Event()
             self._loop.call_soon_threadsafe(
@@ -442,9 +499,17 @@ class Executor:
             create_task(self._run_async_call(*inbox.popleft()))
 
     async def _run_async_call(self, spec, values, route=None):
-        if self._async_slots is None:
-            self._async_slots = asyncio.Semaphore(self._async_limit)
-        async with self._async_slots:
+        if self._async_groups is not None:
+            try:
+                slots = self._async_group_slot(spec)
+            except ValueError as exc:
+                self._reply(spec, self.fixed_error_results(spec, exc), False, route)
+                return
+        else:
+            slots = self._async_slots
+            if slots is None:
+                slots = self._async_slots = asyncio.Semaphore(self._async_limit)
+        async with slots:
             while True:
                 start = self._begin_call(spec)
                 try:
@@ -457,6 +522,15 @@ class Executor:
                 if not self._retried_here(spec, start, outcome, route):
                     self._end_call(spec, start, *outcome, route)
                     return
+
+    def _async_group_slot(self, spec):
+        """On the event loop: the semaphore of the call's concurrency group."""
+        group = self._group_of(spec, self._async_groups)
+        slots = self._async_group_slots.get(group)
+        if slots is None:
+            size = self._async_limit if group is None else self._async_groups[group]
+            slots = self._async_group_slots[group] = asyncio.Semaphore(size)
+        return slots
 
     def _retried_here(self, spec, start, outcome, route):
         """A direct call that raised a retryable error runs again at once (the raylet
@@ -486,7 +560,18 @@ class Executor:
         if not isinstance(exc, Exception):
             raise exc
         # Keep the class only: keeping the exception would keep its frames alive.
-        return self.error_results(spec, exc), type(exc), spec.retry_exceptions
+        return self.error_results(spec, exc), type(exc), spec.retry_exceptions and self._retryable(spec, exc)
+
+    def _retryable(self, spec, exc):
+        """retry_exceptions=True retries every exception; a list only its classes (and
+        subclasses). The list is unpickled once per distinct list, not per task."""
+        blob = spec.extra.get("retry_exceptions")
+        if blob is None:
+            return True
+        classes = self._retry_classes.get(blob)
+        if classes is None:
+            classes = self._retry_classes[blob] = cloudpickle.loads(blob)
+        return isinstance(exc, classes)
 
     def _end_call(self, spec, start, results, error, retryable, route=None):
         self.core.leave_task()
@@ -495,7 +580,7 @@ class Executor:
 
     def _exit_actor(self, spec, reason, route=None):
         """End this actor for good: the current call fails, the raylet is told, the process exits."""
-        error = ActorDiedError(f"The actor {self.actor_spec.function_name} is dead: {reason}.")
+        error = ActorDiedError(f"The actor {p.actor_class_name(self.actor_spec)} is dead: {reason}.")
         if spec.method_name != TERMINATE_METHOD:
             results = self.fixed_error_results(spec, error)
         else:

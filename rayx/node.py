@@ -129,6 +129,10 @@ class Node:
             raise ValueError(f"num_cpus must be >= 0, got {num_cpus}")
         self.resources = build_resources(self.num_cpus, num_gpus, resources, node_ip_address)
         self.object_store_memory = int(object_store_memory or default_object_store_memory())
+        # What tasks reserve with memory=... (bytes, as Ray): the machine's memory beyond the arena.
+        import psutil
+        self.resources.setdefault("memory", float(max(
+            0, psutil.virtual_memory().available - self.object_store_memory)))
         self.shards = []
         self.raylet = None
         self.node_id = None

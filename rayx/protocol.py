@@ -16,6 +16,7 @@ client -> raylet
                 notify (bool: after the reply, send READY_NOTE for the rest as they become ready)
   CANCEL_WAIT   request_id
   TASK_DONE     task_id, [(object_id, data | None, size, nested_refs, is_error)], retryable_error (bool)
+                may carry a fifth field, exiting (bool): the worker exits now (max_calls reached)
   REFS          [added object ids], [removed object ids]
   REQUEST       request_id, op (str), args (tuple)      -- small control calls
   ACTOR_EXIT    actor_id, reason                        -- the actor ends itself (no restart)
@@ -506,3 +507,8 @@ def session_socket_path(session_dir, name):
     """A Unix socket path in the session, or in /tmp when that would pass the 107-byte limit."""
     path = os.path.join(session_dir, "sockets", name)
     return path if len(path) < 100 else os.path.join("/tmp", "rayx-" + name)
+
+
+def actor_class_name(creation_spec):
+    """An actor's class name, from its creation task's name ("Counter.__init__", as Ray names it)."""
+    return creation_spec.function_name.rpartition(".")[0]

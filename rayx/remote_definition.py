@@ -25,7 +25,7 @@ class RemoteDefinition:
     def options(self, **options):
         """The same definition with some options overridden, for ``.remote()`` calls."""
         merged = dict(self._options)
-        merged.update(opts.validate(options, self._kind))
+        merged.update(opts.validate_override(options, self._kind))
         definition = self
 
         class WithOptions:

@@ -47,7 +47,9 @@ class RemoteFunction(RemoteDefinition):
     _kind = "task"
 
     def __init__(self, function, options):
-        self._init_definition(function, f"{function.__module__}.{function.__qualname__}", options)
+        # Named as Ray names tasks: the qualified name, without the module (function
+        # loading goes by function id, never by name).
+        self._init_definition(function, function.__qualname__, options)
         functools.update_wrapper(self, function)
 
     def __call__(self, *args, **kwargs):
@@ -68,7 +70,6 @@ class RemoteFunction(RemoteDefinition):
             parent_task_id=core.current_task_id().binary(),
             caller_id=core.worker_id,
             function_id=function_id,
-            function_name=self._name,
             args=arg_list,
             nested_refs=nested,
             **fields,
@@ -90,14 +91,22 @@ class RemoteFunction(RemoteDefinition):
             return entry[1]
         strategy, node_id, soft = opts.strategy_fields(options.get("scheduling_strategy"))
         max_retries = options.get("max_retries")
+        retry_exceptions, extra = opts.retry_fields(options.get("retry_exceptions", False))
+        max_calls = options.get("max_calls")
+        if max_calls is None:
+            max_calls = 1 if options.get("num_gpus") else 0   # as Ray: GPU tasks free their GPU memory
+        if max_calls:
+            extra = dict(extra or {}, max_calls=max_calls)
         fields = dict(
+            function_name=options.get("name") or self._name,
             num_returns=options.get("num_returns", 1),
             resources=opts.resource_request(options, 1),
             max_retries=3 if max_retries is None else max_retries,
-            retry_exceptions=bool(options.get("retry_exceptions", False)),
+            retry_exceptions=retry_exceptions,
             strategy=strategy,
             strategy_node_id=node_id,
             strategy_soft=soft,
+            extra=extra,
         )
         if len(cache) > 64:
             cache.clear()

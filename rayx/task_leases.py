@@ -15,7 +15,7 @@ direct actor calls (``rayx.direct_calls.DirectCalls``: small ones stay with
 the caller until a ref escapes).
 
 What does not take this path (it goes through the raylet as before): tasks
-with a scheduling strategy, GPU tasks, tasks whose ref arguments are not
+with a scheduling strategy, GPU tasks, tasks of functions with ``max_calls``, tasks whose ref arguments are not
 local yet (the raylet waits for them and pulls them), and every task of a
 shape for which the raylet had no worker to lend while we held none (then for
 ``RAYLET_BACKOFF_SECONDS``). When the raylet says other nodes exist and it
@@ -123,7 +123,8 @@ class TaskLeases:
     def submit(self, spec):
         """Refs to the returns if the task takes a lease, else None (the caller submits
         it through the raylet)."""
-        if spec.strategy != codec.STRATEGY_DEFAULT or self.closed or spec.resources.get("GPU"):
+        if (spec.strategy != codec.STRATEGY_DEFAULT or self.closed or spec.resources.get("GPU")
+                or "max_calls" in spec.extra):     # the raylet replaces a worker that reached it
             return None
         values = self._local_arguments(spec)
         if values is None:

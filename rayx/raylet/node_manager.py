@@ -705,11 +705,12 @@ class Raylet:
         worker.display_name = spec.function_name.rpartition(".")[2]
         worker.job_id = spec.job_id
         if spec.task_type == codec.ACTOR_CREATION_TASK:
+            worker.display_name = p.actor_class_name(spec)
             worker.actor_id = spec.actor_id
             self.actors.placed(spec.actor_id, worker)
         worker.conn.send((p.EXECUTE, spec, self.argument_values(task), allocation.gpu_ids()))
 
-    def _on_task_done(self, conn, task_id, results, retryable):
+    def _on_task_done(self, conn, task_id, results, retryable, exiting=False):
         worker = conn.worker
         if worker is None:
             return
@@ -728,7 +729,15 @@ class Raylet:
             self._retry(task)
         else:
             self.finish_task(task, results)
-        if worker.queued:
+        if exiting:
+            # max_calls reached: the worker exits now, which is no crash. Tasks queued
+            # behind this one run elsewhere, as if never sent.
+            self._requeue_pipelined(worker)
+            self.release_worker_resources(worker)
+            worker.task = None
+            worker.state = wp.EXITING
+            self._ensure_min_workers()
+        elif worker.queued:
             # The next pipelined task is already with the worker; it keeps the resources.
             worker.task = worker.queued.popleft()
             worker.task.started = self.loop.time()
@@ -878,11 +887,7 @@ class Raylet:
         if worker.state == wp.DEAD:
             return
         task = worker.task
-        while worker.queued:             # pipelined tasks it never started
-            queued = worker.queued.pop()
-            queued.state = t.READY
-            queued.worker = None
-            self.ready.push_front(queued)
+        self._requeue_pipelined(worker)
         self.leases.worker_gone(worker)
         self.release_worker_resources(worker)
         self.pool.remove(worker)
@@ -910,6 +915,14 @@ class Raylet:
             self.actors.owner_died(worker)   # the actors it created die with it
         self._ensure_min_workers()
         self._schedule_dispatch()
+
+    def _requeue_pipelined(self, worker):
+        """The tasks queued behind ``worker``'s current one, which it will never start."""
+        while worker.queued:
+            queued = worker.queued.pop()
+            queued.state = t.READY
+            queued.worker = None
+            self.ready.push_front(queued)
 
     def _ensure_min_workers(self):
         if self._stopping:

@@ -20,6 +20,7 @@ BUSY = 1
 ACTOR = 2
 STARTING = 3
 DEAD = 4
+EXITING = 5     # exits on its own (max_calls reached): takes no more work, is no crash
 
 
 class Worker:
