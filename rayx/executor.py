@@ -367,12 +367,8 @@ class Executor:
 
     def error_results(self, spec, exc):
         tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
-        cause = exc
-        try:
-            serialization.serialize(exc)
-        except Exception:
-            cause = None
-        error = RayTaskError(spec.function_name, tb, cause, pid=os.getpid(),
+        # Pickling never fails (what cannot be pickled of ``exc`` is left out, and said).
+        error = RayTaskError(spec.function_name, tb, exc, pid=os.getpid(),
                              ip=self.core.node_info.get("node_ip_address"))
         return self.fixed_error_results(spec, error)
 

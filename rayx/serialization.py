@@ -28,6 +28,7 @@ source lines of its code, which the worker that loads it hands to
 node that cannot read the file.
 """
 import collections
+import copyreg
 import inspect
 import io
 import linecache
@@ -203,12 +204,97 @@ def serialize_error(exc):
     """Serialize an exception that ``get`` will raise. Never fails: an exception
     that cannot be pickled is replaced by a RayError carrying its text."""
     try:
-        inband = cloudpickle.dumps(exc, protocol=5)
+        inband = _dumps(exc, _ErrorPickler)
     except Exception as pickling_error:
         from rayx.exceptions import RayError
-        inband = pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (the exception could not be "
-                                       f"pickled: {pickling_error})"), 5)
+        inband = pickle.dumps(RayError(f"{type(exc).__name__}: {_text(exc)} (the exception could "
+                                       f"not be pickled: {pickling_error})"), 5)
     return SerializedObject(KIND_ERROR, inband, (), ())
+
+
+# ------------------------------------------------------------ exceptions
+
+def _rebuild_exception(cls, args, state):
+    """An exception of ``cls`` with these ``args`` and attributes, made without calling
+    its ``__init__`` (which may want other arguments than ``args``, keyword-only ones...)."""
+    try:
+        exc = cls.__new__(cls, *args)
+    except TypeError:           # a __new__ of its own that wants other arguments
+        exc = cls.__new__(cls)
+    exc.args = args
+    if state:
+        exc.__setstate__(state)
+    return exc
+
+
+def _reduces_by_default(cls):
+    return (cls.__reduce__ is BaseException.__reduce__ and cls.__reduce_ex__ is object.__reduce_ex__
+            and cls not in copyreg.dispatch_table)
+
+
+class _ErrorPickler(_Pickler):
+    """Pickles exceptions (the ones that do not say how) as class + args + attributes,
+    so that rebuilding one never calls its ``__init__``."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, BaseException) and _reduces_by_default(type(obj)):
+            return _rebuild_exception, (type(obj), obj.args, getattr(obj, "__dict__", None) or None)
+        return super().reducer_override(obj)
+
+
+def dumps_exception(exc):
+    """Pickle a user's exception for the caller: (bytes, note). Never fails: attributes
+    (and arguments) that cannot be pickled are left out, and the note says which; an
+    exception that cannot be pickled at all becomes an UnserializableException."""
+    try:
+        return _dumps(exc, _ErrorPickler), ""
+    except Exception as error:
+        problem = f"{type(error).__name__}: {error}"
+    state = {}
+    dropped = []
+    for name, value in (getattr(exc, "__dict__", None) or {}).items():
+        if _picklable(value):
+            state[name] = value
+        else:
+            dropped.append(name)
+    args = tuple(arg if _picklable(arg) else repr(arg) for arg in exc.args)
+    if args != exc.args:
+        dropped.append("args (sent as their repr)")
+    try:
+        data = _dumps(_rebuild_exception(type(exc), args, state), _ErrorPickler)
+        return data, (f"\n(rayx: {', '.join(dropped)} of the {type(exc).__name__} could not be "
+                      f"pickled and {'were' if len(dropped) > 1 else 'was'} left out: {problem})")
+    except Exception:
+        pass
+    from rayx.exceptions import UnserializableException
+    note = f"\n(rayx: the {type(exc).__name__} could not be pickled: {problem})"
+    return pickle.dumps(UnserializableException(f"{type(exc).__name__}: {_text(exc)}{note}"), 5), note
+
+
+def loads_exception(data, traceback_str):
+    """The exception of ``dumps_exception``: (exception, note). One that cannot be rebuilt
+    here becomes an UnserializableException carrying ``traceback_str``."""
+    try:
+        return pickle.loads(data), ""
+    except Exception as error:
+        from rayx.exceptions import UnserializableException
+        note = f"\n(rayx: the exception could not be rebuilt here: {type(error).__name__}: {error})"
+        return UnserializableException(traceback_str + note), note
+
+
+def _picklable(value):
+    try:
+        _dumps(value, _ErrorPickler)
+        return True
+    except Exception:
+        return False
+
+
+def _text(exc):
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() failed>"
 
 
 def _describe(value):

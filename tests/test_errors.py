@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 
 import rayx
 from rayx import serialization
-from rayx.exceptions import RayTaskError
+from rayx.exceptions import RayTaskError, TaskCancelledError, UnserializableException
 
 
 def _compile_file(path, source):
@@ -83,3 +84,139 @@ def test_source_shows_where_the_file_cannot_be_read(rayx_start, tmp_path):
     assert f'File "{path}", line 8, in inner' in text
     assert "raise KeyError(k * 2)" in text
     assert "return inner(n)" in text
+
+
+# ------------------------------------------------------------ the exception's data
+
+class CodeError(Exception):
+    code = 0
+
+    def __init__(self, message, code=0):
+        super().__init__(message)
+        self.code = code
+
+
+class KeywordOnlyError(Exception):
+    def __init__(self, *, code, detail="none"):
+        super().__init__(f"code={code}")
+        self.code = code
+        self.detail = detail
+
+
+class LockedError(Exception):
+    """Its pickling fails in the worker (a lock among its attributes)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.code = 3
+        self.lock = threading.Lock()
+
+
+def _no_rebuild(*args):
+    raise RuntimeError("this exception cannot be rebuilt")
+
+
+class RebuildFailsError(Exception):
+    """Pickles in the worker, fails to unpickle at the caller."""
+
+    def __reduce__(self):
+        return (_no_rebuild, self.args)
+
+
+@rayx.remote(max_retries=0)
+def raise_it(kind):
+    if kind == "code":
+        raise CodeError("bad code", code=7)
+    if kind == "keyword":
+        raise KeywordOnlyError(code=5, detail="kw")
+    if kind == "locked":
+        raise LockedError("locked out")
+    raise RebuildFailsError("cannot come back")
+
+
+@rayx.remote
+class Raiser:
+    def call(self, kind):
+        return _raise_here(kind)
+
+
+def _raise_here(kind):
+    if kind == "keyword":
+        raise KeywordOnlyError(code=9, detail="actor")
+    raise CodeError("actor code", code=11)
+
+
+def test_exception_attributes_reach_the_caller(rayx_start):
+    with pytest.raises(CodeError) as info:
+        rayx.get(raise_it.remote("code"), timeout=60)
+    err = info.value
+    assert isinstance(err, RayTaskError)
+    assert err.code == 7 and err.cause.code == 7
+    assert err.args == ("bad code",)
+    assert 'raise CodeError("bad code", code=7)' in str(err)
+
+
+def test_keyword_only_exception_is_rebuilt_with_its_traceback(rayx_start):
+    with pytest.raises(KeywordOnlyError) as info:
+        rayx.get(raise_it.remote("keyword"), timeout=60)
+    err = info.value
+    assert isinstance(err, RayTaskError)
+    assert (err.code, err.detail, err.args) == (5, "kw", ("code=5",))
+    assert 'raise KeywordOnlyError(code=5, detail="kw")' in str(err)
+
+
+def test_keyword_only_exception_defined_in_the_driver(rayx_start):
+    class LocalError(Exception):           # pickled by value
+        def __init__(self, *, where):
+            super().__init__(f"at {where}")
+            self.where = where
+
+    @rayx.remote
+    def fail():
+        raise LocalError(where="worker")
+
+    with pytest.raises(LocalError) as info:
+        rayx.get(fail.remote(), timeout=60)
+    assert info.value.where == "worker" and info.value.args == ("at worker",)
+    assert 'raise LocalError(where="worker")' in str(info.value)
+
+
+def test_actor_method_errors_keep_their_data(rayx_start):
+    actor = Raiser.remote()
+    with pytest.raises(KeywordOnlyError) as info:
+        rayx.get(actor.call.remote("keyword"), timeout=60)
+    assert (info.value.code, info.value.detail) == (9, "actor")
+    assert 'raise KeywordOnlyError(code=9, detail="actor")' in str(info.value)
+    with pytest.raises(CodeError) as info:
+        rayx.get(actor.call.remote("code"), timeout=60)
+    assert info.value.code == 11
+    rayx.kill(actor)
+
+
+def test_exception_that_cannot_be_pickled_in_the_worker(rayx_start):
+    with pytest.raises(LockedError) as info:
+        rayx.get(raise_it.remote("locked"), timeout=60)
+    err = info.value
+    assert err.code == 3 and err.args == ("locked out",)
+    assert not hasattr(err, "lock")
+    text = str(err)
+    assert 'raise LockedError("locked out")' in text
+    assert "lock of the LockedError could not be pickled" in text
+
+
+def test_exception_that_cannot_be_rebuilt_at_the_caller(rayx_start):
+    with pytest.raises(UnserializableException) as info:
+        rayx.get(raise_it.remote("rebuild"), timeout=60)
+    err = info.value
+    assert isinstance(err, RayTaskError)
+    text = str(err)
+    assert 'raise RebuildFailsError("cannot come back")' in text
+    assert "RebuildFailsError: cannot come back" in text
+    assert "could not be rebuilt here: RuntimeError: this exception cannot be rebuilt" in text
+    assert "RebuildFailsError: cannot come back" in err.cause.original_stack_trace
+
+
+def test_rayx_errors_keep_their_fields():
+    error = TaskCancelledError("abc123", "The task f was cancelled before it ran")
+    back = serialization.deserialize(serialization.serialize_error(error).to_bytes()).error
+    assert back.task_id == "abc123" and str(back) == "The task f was cancelled before it ran"
