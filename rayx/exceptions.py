@@ -43,12 +43,21 @@ class GetTimeoutError(RayError, TimeoutError):
     """``get`` (or ``wait``) ran out of its ``timeout``."""
 
 
+# Why rayx.cancel(ref, force=True) of an actor call raises ValueError (as Ray).
+ACTOR_CALL_FORCE_CANCEL = ("force=True is not supported for actor calls (the actor's state would "
+                           "be lost); cancel without force, or end the actor with rayx.kill()")
+
+
 class TaskCancelledError(RayError):
     """The task was cancelled with ``rayx.cancel`` before it produced its result."""
 
     def __init__(self, task_id=None, message=None):
         self.task_id = task_id
         super().__init__(message or f"Task {task_id} was cancelled")
+
+    @classmethod
+    def before_it_ran(cls, spec):
+        return cls(spec.task_id.hex(), f"The task {spec.function_name} was cancelled before it ran")
 
 
 class WorkerCrashedError(RayError):
