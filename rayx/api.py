@@ -286,7 +286,10 @@ def cancel(object_ref, *, force=False, recursive=True):
     """Cancel the task that makes ``object_ref``: dropped if it has not started,
     interrupted (KeyboardInterrupt inside it) if it runs, its worker killed with
     ``force=True``. ``get`` then raises TaskCancelledError. Cancelled tasks are not
-    retried. Actor calls cannot be cancelled this way (use ``rayx.kill``)."""
+    retried. An actor call is dropped if it has not started; a running call of an
+    async actor has its asyncio task cancelled; a running call of another actor
+    goes on (``get_runtime_context().is_canceled()`` tells it). ``force=True``
+    raises ValueError for actor calls."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
     _global_worker().cancel_task(object_ref.binary()[:16], bool(force))

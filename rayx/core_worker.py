@@ -93,6 +93,7 @@ class CoreWorker:
         self.node_info = None
         self.on_execute = on_execute
         self.on_cancel = None        # worker: rayx.cancel of a task this worker has
+        self.executor = None         # worker: its Executor
         self.on_block = None         # worker: called before a get that may block, and after
         self.on_unblock = None
         self.direct = DirectCalls(self)
@@ -309,9 +310,13 @@ class CoreWorker:
         return refs
 
     def cancel_task(self, task_id, force):
-        """rayx.cancel: a leased task is cancelled here, others by the raylet."""
-        if not self.leases.cancel(task_id, force):
-            self.request("cancel", task_id, force)
+        """rayx.cancel: a leased task or direct actor call is cancelled here, others by
+        the raylet."""
+        if self.leases.cancel(task_id, force) or self.direct.cancel(task_id, force):
+            return
+        refused = self.request("cancel", task_id, force)
+        if isinstance(refused, str):
+            raise ValueError(refused)
 
     def submit_actor_call(self, spec):
         """An actor call: directly to the actor's worker when it lives on this node."""

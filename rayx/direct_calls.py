@@ -40,7 +40,7 @@ import time
 
 from rayx import protocol as p
 from rayx import serialization
-from rayx.exceptions import ActorDiedError
+from rayx.exceptions import ACTOR_CALL_FORCE_CANCEL, ActorDiedError, TaskCancelledError
 from rayx.object_ref import ObjectRef
 
 PROBING = "probing"
@@ -366,6 +366,10 @@ class DirectCalls:
                 except ValueError:
                     pass
 
+    def cancel(self, task_id, force):
+        """rayx.cancel of an actor call made here; False if none of our channels has it."""
+        return any(channel.cancel(task_id, force) for channel in list(self.channels.values()))
+
     def close(self):
         for channel in list(self.channels.values()):
             channel.closed = True
@@ -519,6 +523,28 @@ class ActorChannel:
                 f"The actor {spec.function_name.rpartition('.')[0]} died while running "
                 f"{spec.function_name}; its max_task_retries ({spec.max_retries}) does not allow "
                 f"retrying the call.", actor_id=self.actor_id.hex()))
+
+    # ------------------------------------------------------------ cancel
+
+    def cancel(self, task_id, force):
+        """A call not sent yet is dropped (TaskCancelledError); a running one is told to
+        the actor's worker (which cancels it if the actor is async). False if this
+        channel never held it (or it went through the raylet)."""
+        with self.lock:
+            call = next((c for c in self.queue if c.spec.task_id == task_id), None)
+            running = call is None and task_id in self.inflight
+            if call is None and not running:
+                return False
+            if force:
+                raise ValueError(ACTOR_CALL_FORCE_CANCEL)
+            if running:
+                self.peer.send_now((p.DIRECT_CANCEL, task_id, False))
+                return True
+            self.queue.remove(call)
+            self.calls.fail(call, TaskCancelledError.before_it_ran(call.spec))
+            if self.mode == DIRECT:
+                self._pump()       # it may have held up the calls behind it
+        return True
 
     def _on_message(self, peer, message):
         if message[0] != p.DIRECT_DONE:

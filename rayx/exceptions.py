@@ -43,12 +43,21 @@ class GetTimeoutError(RayError, TimeoutError):
     """``get`` (or ``wait``) ran out of its ``timeout``."""
 
 
+# Why rayx.cancel(ref, force=True) of an actor call raises ValueError (as Ray).
+ACTOR_CALL_FORCE_CANCEL = ("force=True is not supported for actor calls (the actor's state would "
+                           "be lost); cancel without force, or end the actor with rayx.kill()")
+
+
 class TaskCancelledError(RayError):
     """The task was cancelled with ``rayx.cancel`` before it produced its result."""
 
     def __init__(self, task_id=None, message=None):
         self.task_id = task_id
         super().__init__(message or f"Task {task_id} was cancelled")
+
+    @classmethod
+    def before_it_ran(cls, spec):
+        return cls(spec.task_id.hex(), f"The task {spec.function_name} was cancelled before it ran")
 
 
 class WorkerCrashedError(RayError):
@@ -99,6 +108,15 @@ class RuntimeEnvSetupError(RayError):
     """The task's runtime environment could not be set up."""
 
 
+class UnserializableException(RayError):
+    """An exception raised remotely could not be pickled there or rebuilt here; this
+    one carries its text and remote traceback instead."""
+
+    def __init__(self, original_stack_trace):
+        self.original_stack_trace = original_stack_trace
+        super().__init__(original_stack_trace)
+
+
 class RayTaskError(RayError):
     """An exception raised inside a remote task, carried back with its traceback.
 
@@ -114,7 +132,9 @@ class RayTaskError(RayError):
         self.proctitle = proctitle
         self.pid = pid
         self.ip = ip
-        super().__init__(self._message())
+        # Not super(): in a class derived with the cause's class (as_instanceof_cause) that
+        # would run the cause's __init__, which wants its own arguments.
+        Exception.__init__(self, self._message())
 
     def _message(self):
         where = f" (pid={self.pid}, ip={self.ip})" if self.pid is not None else ""
@@ -124,7 +144,12 @@ class RayTaskError(RayError):
         return self._message()
 
     def __reduce__(self):
-        return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.pid, self.ip))
+        # The cause travels as bytes of its own: one that cannot be rebuilt on the other
+        # side must not take the traceback down with it.
+        from rayx.serialization import dumps_exception
+        cause, note = (None, "") if self.cause is None else dumps_exception(self.cause)
+        return (_rebuild_task_error, (self.function_name, self.traceback_str + note, cause,
+                                      self.pid, self.ip))
 
     def as_instanceof_cause(self):
         """Return this error as an object that is also an instance of the cause's class."""
@@ -155,6 +180,9 @@ _derived_classes = {}
 
 
 def _derived_init(self, function_name, traceback_str, cause=None, proctitle=None, pid=None, ip=None):
+    # The cause's attributes, so that ``except MyError as e`` reads e.code as raised
+    # (RayTaskError's own attributes win a clash; ``e.cause`` has them all).
+    self.__dict__.update(getattr(cause, "__dict__", None) or {})
     RayTaskError.__init__(self, function_name, traceback_str, cause, proctitle, pid, ip)
     try:
         self.args = cause.args if cause is not None else ()
@@ -163,6 +191,10 @@ def _derived_init(self, function_name, traceback_str, cause=None, proctitle=None
 
 
 def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
+    if cause is not None:
+        from rayx.serialization import loads_exception
+        cause, note = loads_exception(cause, traceback_str)
+        traceback_str += note
     return RayTaskError(function_name, traceback_str, cause, None, pid, ip).as_instanceof_cause()
 
 

@@ -77,6 +77,7 @@ class Executor:
         self._retry_classes = {}     # pickled retry_exceptions list -> tuple of classes
         self._calls_made = {}        # function id -> tasks run here (functions with max_calls)
         self._async_inbox = collections.deque()   # calls handed to the event loop, not started
+        self._async_running = {}     # task id -> asyncio task of each async call started
         self._namespaces = {}        # job id -> that job's namespace
         self._events = None          # TaskEvents: one record per task run (rayx list tasks, timeline)
         self._listener = None        # PeerListener for leased tasks and direct actor calls
@@ -224,18 +225,39 @@ class Executor:
 
     def cancel(self, task_id):
         """rayx.cancel: interrupt the task if it runs now (KeyboardInterrupt in it, as
-        Ray does), or drop it when its turn comes."""
+        Ray does), or drop it when its turn comes. Actor calls, as Ray: one not started
+        is dropped, a running call of an async actor has its asyncio task cancelled,
+        and a running call of another actor goes on (``is_canceled()`` tells it)."""
         self._cancelled.add(task_id)
         if self._running == task_id:
             _thread.interrupt_main()
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._cancel_async_call, task_id)
+
+    def _cancel_async_call(self, task_id):
+        task = self._async_running.get(task_id)
+        if task is not None:
+            task.cancel()
+
+    def is_cancelled(self, task_id):
+        return task_id in self._cancelled
+
+    def hosts_async_actor(self):
+        return self._loop is not None
+
+    def _dropped(self, spec, route):
+        """Reply TaskCancelledError if rayx.cancel reached this call before it started."""
+        if spec.task_id not in self._cancelled:
+            return False
+        self._cancelled.discard(spec.task_id)
+        self._reply(spec, self._cancelled_results(spec), False, route)
+        return True
 
     def execute(self, spec, values, route=None):
         """Run one task (or actor constructor) and send its results to whoever sent it:
         the raylet, or (``route``) the caller that leased this worker. True when this
         worker is to exit now (its function's max_calls is reached)."""
-        if spec.task_id in self._cancelled:
-            self._cancelled.discard(spec.task_id)
-            self._reply(spec, self._cancelled_results(spec), False, route)
+        if self._cancelled and self._dropped(spec, route):
             return
         if route is not None:
             self._show_name(spec)
@@ -399,12 +421,8 @@ class Executor:
 
     def error_results(self, spec, exc):
         tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
-        cause = exc
-        try:
-            serialization.serialize(exc)
-        except Exception:
-            cause = None
-        error = RayTaskError(spec.function_name, tb, cause, pid=os.getpid(),
+        # Pickling never fails (what cannot be pickled of ``exc`` is left out, and said).
+        error = RayTaskError(spec.function_name, tb, exc, pid=os.getpid(),
                              ip=self.core.node_info.get("node_ip_address"))
         return self.fixed_error_results(spec, error)
 
@@ -481,6 +499,8 @@ class Executor:
             done.wait(60)
 
     def run_call(self, spec, values, route=None):
+        if self._cancelled and self._dropped(spec, route):
+            return
         while True:
             start = self._begin_call(spec)
             try:
@@ -489,7 +509,9 @@ class Executor:
                 outcome = self._call_failed(spec, start, exc, route)
             if not self._retried_here(spec, start, outcome, route):
                 self._end_call(spec, start, *outcome, route)
-                return
+                break
+        if self._cancelled:
+            self._cancelled.discard(spec.task_id)   # it ran on, as Ray's sync actors do
 
     def _start_async_calls(self):
         """On the event loop: start every call waiting in the inbox, in arrival order."""
@@ -509,19 +531,30 @@ class Executor:
             slots = self._async_slots
             if slots is None:
                 slots = self._async_slots = asyncio.Semaphore(self._async_limit)
-        async with slots:
-            while True:
-                start = self._begin_call(spec)
-                try:
-                    result = self._invoke(spec, values)
-                    if inspect.isawaitable(result):
-                        result = await result
-                    outcome = (self.store_results(spec, result), None, False)
-                except BaseException as exc:
-                    outcome = self._call_failed(spec, start, exc, route)
-                if not self._retried_here(spec, start, outcome, route):
-                    self._end_call(spec, start, *outcome, route)
+        running = self._async_running
+        running[spec.task_id] = asyncio.current_task()      # what rayx.cancel cancels
+        try:
+            async with slots:
+                if self._cancelled and self._dropped(spec, route):
                     return
+                while True:
+                    start = self._begin_call(spec)
+                    try:
+                        result = self._invoke(spec, values)
+                        if inspect.isawaitable(result):
+                            result = await result
+                        outcome = (self.store_results(spec, result), None, False)
+                    except BaseException as exc:
+                        outcome = self._call_failed(spec, start, exc, route)
+                    if not self._retried_here(spec, start, outcome, route):
+                        self._end_call(spec, start, *outcome, route)
+                        return
+        except asyncio.CancelledError:
+            self._dropped(spec, route)         # cancelled while it waited for a slot
+        finally:
+            del running[spec.task_id]
+            if self._cancelled:
+                self._cancelled.discard(spec.task_id)
 
     def _async_group_slot(self, spec):
         """On the event loop: the semaphore of the call's concurrency group."""
@@ -557,7 +590,9 @@ class Executor:
         if isinstance(exc, ActorExit):
             self._events.record(spec, start, ActorExit)
             self._exit_actor(spec, "the actor called exit_actor()", route)
-        if not isinstance(exc, Exception):
+        if isinstance(exc, asyncio.CancelledError) and spec.task_id in self._cancelled:
+            return self._cancelled_results(spec), TaskCancelledError, False
+        if not isinstance(exc, (Exception, asyncio.CancelledError)):
             raise exc
         # Keep the class only: keeping the exception would keep its frames alive.
         return self.error_results(spec, exc), type(exc), spec.retry_exceptions and self._retryable(spec, exc)

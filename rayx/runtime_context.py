@@ -17,6 +17,19 @@ class RuntimeContext:
         actor_id = self._worker.context.actor_id
         return actor_id.hex() if actor_id else None
 
+    def is_canceled(self):
+        """True once rayx.cancel reached the task or actor call running here (a running
+        call of a sync or threaded actor is not interrupted: it can check this)."""
+        worker = self._worker
+        task_id = worker.context.task_id
+        executor = worker.executor
+        if worker.mode == "driver" or task_id is None or executor is None:
+            raise RuntimeError("is_canceled() is only available inside a task or actor call")
+        if executor.hosts_async_actor():
+            raise RuntimeError("is_canceled() is not available in async actors (rayx.cancel "
+                               "cancels their calls' asyncio tasks)")
+        return executor.is_cancelled(task_id.binary())
+
     def get_node_id(self):
         return self._worker.node_id.hex()
 

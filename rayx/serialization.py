@@ -20,10 +20,22 @@ the arena view is read-only, read-only.
 ObjectRefs and actor handles met while pickling are recorded in the active
 ``SerializationContext`` so the runtime can keep the objects they name alive
 for as long as the outer object lives (refs nested in objects).
+
+Code pickled by value keeps its real file name (cloudpickle 3.1.3 writes
+"<dynamic-code>" instead), and an exported function or class carries the
+source lines of its code, which the worker that loads it hands to
+``linecache``: remote tracebacks name the file and show the line even on a
+node that cannot read the file.
 """
+import collections
+import copyreg
+import inspect
+import io
+import linecache
 import pickle
 import struct
 import threading
+import types
 
 import cloudpickle
 
@@ -118,6 +130,55 @@ def current_context():
     return getattr(_context, "current", None)
 
 
+# ------------------------------------------------------------ code objects
+
+_cloudpickle_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+def _reduce_code(code):
+    """cloudpickle's reduction of a code object, with the code's real file name."""
+    rebuild, args = _cloudpickle_code_reduce(code)
+    # A new string each time, as cloudpickle does: memoization of shared strings
+    # would make the bytes depend on string identity, and the function id is
+    # their sha1.
+    return _rebuild_code, (rebuild, args, "".join(code.co_filename))
+
+
+def _rebuild_code(rebuild, args, filename):
+    code = rebuild(*args)
+    return code if code.co_filename == filename else code.replace(co_filename=filename)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, keeping the file names of the code it pickles by value."""
+
+    # cloudpickle's table with one entry changed, no deeper than it (it is looked up
+    # for every object whose class pickle does not know).
+    _own, *_rest = getattr(cloudpickle.Pickler.dispatch_table, "maps", [cloudpickle.Pickler.dispatch_table])
+    dispatch_table = collections.ChainMap({**_own, types.CodeType: _reduce_code}, *_rest)
+    del _own, _rest
+
+
+class _FunctionPickler(_Pickler):
+    """Also records the code objects it pickles (their source goes with the export)."""
+
+    def __init__(self, file):
+        super().__init__(file, protocol=5)
+        self.code_objects = []
+
+    def reducer_override(self, obj):
+        if type(obj) is types.CodeType:
+            self.code_objects.append(obj)
+            return _reduce_code(obj)
+        return super().reducer_override(obj)
+
+
+def _dumps(value, pickler_class=_Pickler, buffer_callback=None):
+    with io.BytesIO() as file:
+        pickler_class(file, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return file.getvalue()
+
+
 def serialize(value):
     """Serialize a value. Raises TypeError naming the value's type if it cannot be pickled."""
     if type(value) in _SIMPLE_TYPES:
@@ -125,7 +186,7 @@ def serialize(value):
     buffers = []
     with SerializationContext() as ctx:
         try:
-            inband = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+            inband = _dumps(value, buffer_callback=buffers.append)
         except Exception as exc:
             raise TypeError(f"Could not serialize {_describe(value)}: {exc}") from exc
     return SerializedObject(KIND_VALUE, inband, [_flat(b) for b in buffers], ctx.nested_refs)
@@ -143,12 +204,97 @@ def serialize_error(exc):
     """Serialize an exception that ``get`` will raise. Never fails: an exception
     that cannot be pickled is replaced by a RayError carrying its text."""
     try:
-        inband = cloudpickle.dumps(exc, protocol=5)
+        inband = _dumps(exc, _ErrorPickler)
     except Exception as pickling_error:
         from rayx.exceptions import RayError
-        inband = pickle.dumps(RayError(f"{type(exc).__name__}: {exc} (the exception could not be "
-                                       f"pickled: {pickling_error})"), 5)
+        inband = pickle.dumps(RayError(f"{type(exc).__name__}: {_text(exc)} (the exception could "
+                                       f"not be pickled: {pickling_error})"), 5)
     return SerializedObject(KIND_ERROR, inband, (), ())
+
+
+# ------------------------------------------------------------ exceptions
+
+def _rebuild_exception(cls, args, state):
+    """An exception of ``cls`` with these ``args`` and attributes, made without calling
+    its ``__init__`` (which may want other arguments than ``args``, keyword-only ones...)."""
+    try:
+        exc = cls.__new__(cls, *args)
+    except TypeError:           # a __new__ of its own that wants other arguments
+        exc = cls.__new__(cls)
+    exc.args = args
+    if state:
+        exc.__setstate__(state)
+    return exc
+
+
+def _reduces_by_default(cls):
+    return (cls.__reduce__ is BaseException.__reduce__ and cls.__reduce_ex__ is object.__reduce_ex__
+            and cls not in copyreg.dispatch_table)
+
+
+class _ErrorPickler(_Pickler):
+    """Pickles exceptions (the ones that do not say how) as class + args + attributes,
+    so that rebuilding one never calls its ``__init__``."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, BaseException) and _reduces_by_default(type(obj)):
+            return _rebuild_exception, (type(obj), obj.args, getattr(obj, "__dict__", None) or None)
+        return super().reducer_override(obj)
+
+
+def dumps_exception(exc):
+    """Pickle a user's exception for the caller: (bytes, note). Never fails: attributes
+    (and arguments) that cannot be pickled are left out, and the note says which; an
+    exception that cannot be pickled at all becomes an UnserializableException."""
+    try:
+        return _dumps(exc, _ErrorPickler), ""
+    except Exception as error:
+        problem = f"{type(error).__name__}: {error}"
+    state = {}
+    dropped = []
+    for name, value in (getattr(exc, "__dict__", None) or {}).items():
+        if _picklable(value):
+            state[name] = value
+        else:
+            dropped.append(name)
+    args = tuple(arg if _picklable(arg) else repr(arg) for arg in exc.args)
+    if args != exc.args:
+        dropped.append("args (sent as their repr)")
+    try:
+        data = _dumps(_rebuild_exception(type(exc), args, state), _ErrorPickler)
+        return data, (f"\n(rayx: {', '.join(dropped)} of the {type(exc).__name__} could not be "
+                      f"pickled and {'were' if len(dropped) > 1 else 'was'} left out: {problem})")
+    except Exception:
+        pass
+    from rayx.exceptions import UnserializableException
+    note = f"\n(rayx: the {type(exc).__name__} could not be pickled: {problem})"
+    return pickle.dumps(UnserializableException(f"{type(exc).__name__}: {_text(exc)}{note}"), 5), note
+
+
+def loads_exception(data, traceback_str):
+    """The exception of ``dumps_exception``: (exception, note). One that cannot be rebuilt
+    here becomes an UnserializableException carrying ``traceback_str``."""
+    try:
+        return pickle.loads(data), ""
+    except Exception as error:
+        from rayx.exceptions import UnserializableException
+        note = f"\n(rayx: the exception could not be rebuilt here: {type(error).__name__}: {error})"
+        return UnserializableException(traceback_str + note), note
+
+
+def _picklable(value):
+    try:
+        _dumps(value, _ErrorPickler)
+        return True
+    except Exception:
+        return False
+
+
+def _text(exc):
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() failed>"
 
 
 def _describe(value):
@@ -195,9 +341,57 @@ def deserialize(data):
 
 
 def dumps_function(fn):
-    """Pickle a function or class by value (cloudpickle), for the function table."""
-    return cloudpickle.dumps(fn, protocol=5)
+    """Pickle a function or class by value (cloudpickle), for the function table: the
+    pickle of ``fn``, then (when any is known) a pickle of its source lines,
+    {file name: {line number: line}}. The same code gives the same bytes (the
+    function id is their sha1)."""
+    with io.BytesIO() as file:
+        pickler = _FunctionPickler(file)
+        pickler.dump(fn)
+        sources = _source_lines(pickler.code_objects)
+        if sources:
+            pickle.dump(sources, file, 5)
+        return file.getvalue()
 
 
 def loads_function(data):
-    return pickle.loads(data)
+    """The function or class of ``dumps_function``; its source lines go to ``linecache``."""
+    with io.BytesIO(data) as file:
+        fn = pickle.load(file)
+        if file.tell() < len(data):
+            _remember_source_lines(pickle.load(file))
+    return fn
+
+
+def _source_lines(code_objects):
+    sources = {}
+    for code in code_objects:
+        lines = sources.setdefault(code.co_filename, {})
+        if code.co_firstlineno in lines:
+            continue        # nested in code already read
+        try:
+            block, start = inspect.getsourcelines(code)
+        except (OSError, TypeError, IndexError, SyntaxError):
+            continue        # no source (interactive input, -c, or a file gone)
+        for number, line in enumerate(block, max(start, 1)):
+            lines[number] = line
+    return {name: lines for name, lines in sources.items() if lines}
+
+
+def _remember_source_lines(sources):
+    """Put shipped source lines into ``linecache`` (over what this node's copy of the
+    file says, if it has one), for good: entries without an mtime are never dropped."""
+    for filename, lines in sources.items():
+        current = linecache.getlines(filename)
+        if all(number <= len(current) and current[number - 1] == line
+               for number, line in lines.items()):
+            entry = linecache.cache.get(filename)
+            if entry is not None and len(entry) == 4 and entry[1] is None:
+                continue    # known (or seeded before) and right
+        merged = list(current)
+        last = max(lines)
+        if len(merged) < last:
+            merged.extend(["\n"] * (last - len(merged)))
+        for number, line in lines.items():
+            merged[number - 1] = line
+        linecache.cache[filename] = (sum(map(len, merged)), None, merged, filename)

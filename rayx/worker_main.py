@@ -26,6 +26,7 @@ def main():
                       bytes.fromhex(os.environ["RAYX_WORKER_ID"]), on_execute=executor.submit)
     core.on_block, core.on_unblock = executor.before_blocking, executor.after_blocking
     core.on_cancel = executor.cancel
+    core.executor = executor
     api._connect_worker(core, gcs, session_dir)
     executor.run(core)
     core.shutdown()

@@ -34,7 +34,7 @@ import signal
 from rayx import protocol as p
 from rayx import serialization
 from rayx._core import codec
-from rayx.exceptions import ActorDiedError
+from rayx.exceptions import ActorDiedError, TaskCancelledError
 from rayx.raylet import tasks as t
 from rayx.raylet.resources import fixed_request
 
@@ -69,17 +69,26 @@ class CallerQueue:
             if seq > self.next_seq:
                 return None        # an earlier call of this caller has not arrived yet
             task = self.tasks[seq]
-            if task.missing:
+            if task is not None and task.missing:
                 return None        # its arguments are not ready; later calls wait behind it
             heapq.heappop(heap)
             del self.tasks[seq]
             if seq >= self.next_seq:
                 self.next_seq = seq + 1
-            return task
+            if task is not None:   # None: cancelled, its number is skipped
+                return task
         return None
 
+    def drop(self, task):
+        """Take out a call not sent yet (rayx.cancel); True if it was here."""
+        seq = task.spec.sequence_number
+        if self.tasks.get(seq) is not task:
+            return False
+        self.tasks[seq] = None
+        return True
+
     def all_tasks(self):
-        return list(self.tasks.values())
+        return [task for task in self.tasks.values() if task is not None]
 
 
 class ActorState:
@@ -201,13 +210,41 @@ class ActorManager:
             self._reject(None, task, "no such actor on this node (its creation never arrived)")
 
     def _reject(self, actor, task, reason):
-        """Fail a call that never got queued: hold its inputs first, since finishing releases them."""
+        """Fail a call that never got queued."""
+        self._hold_inputs(task)
+        self._fail_call(actor, task, reason)
+
+    def _hold_inputs(self, task):
+        """For a call that never got queued, before it fails: finishing releases them."""
         objects = self.raylet.objects
         for object_id in task.deps:
             objects.incref(object_id)
         for object_id in task.spec.nested_refs:
             objects.incref(object_id)
-        self._fail_call(actor, task, reason)
+
+    def cancel_call(self, task):
+        """rayx.cancel of a call that came through here. One not sent to the actor yet is
+        dropped (TaskCancelledError; the caller's later calls do not wait for it); a
+        running one is told to the actor's worker, which cancels it if the actor is async."""
+        spec = task.spec
+        actor = self.actors.get(spec.actor_id)
+        if actor is None:
+            waiting = self.unknown.get(spec.actor_id, [])
+            if task in waiting:
+                waiting.remove(task)
+                self._hold_inputs(task)
+                self.raylet.fail_task(task, TaskCancelledError.before_it_ran(spec))
+            return
+        if spec.task_id in actor.inflight:
+            actor.worker.conn.send((p.CANCEL, spec.task_id))
+            return
+        caller = actor.callers.get(spec.caller_id)
+        if caller is not None and caller.drop(task):
+            self.raylet.forget_dependencies(task)
+            self.raylet.fail_task(task, TaskCancelledError.before_it_ran(spec))
+            self._pump(actor, caller)
+            if actor.probes:
+                self.answer_probes(actor)
 
     def _pump(self, actor, caller):
         if actor.state != ALIVE:

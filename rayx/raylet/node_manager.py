@@ -19,7 +19,7 @@ import time
 from rayx import protocol as p
 from rayx import serialization
 from rayx._core import codec
-from rayx.exceptions import TaskCancelledError, WorkerCrashedError
+from rayx.exceptions import ACTOR_CALL_FORCE_CANCEL, TaskCancelledError, WorkerCrashedError
 from rayx.protos import rayx_pb2
 from rayx.raylet import tasks as t
 from rayx.raylet.actors import ActorManager
@@ -365,12 +365,16 @@ class Raylet:
         task = self.tasks.get(task_id)
         if task is None:
             return False
+        if task.spec.task_type == codec.ACTOR_TASK:
+            if force:
+                return ACTOR_CALL_FORCE_CANCEL      # the caller raises ValueError with it
+            self.actors.cancel_call(task)
+            return True
         if task.spec.task_type != codec.NORMAL_TASK:
             raise ValueError("only tasks can be cancelled; use rayx.kill() for actors")
         if task.state in (t.WAITING, t.READY, t.INFEASIBLE):
             self.cancel_queued(task)
-            self.fail_task(task, TaskCancelledError(
-                task_id.hex(), f"The task {task.spec.function_name} was cancelled before it ran"))
+            self.fail_task(task, TaskCancelledError.before_it_ran(task.spec))
             return True
         worker = task.worker
         task.cancelled = True
