@@ -96,7 +96,7 @@ class ActorClass(RemoteDefinition):
         ctx.submit_counter += 1
         actor_id = ActorID.of(JobID(core.current_job_id()), ctx.task_id, ctx.submit_counter)
         task_id = TaskID.for_actor_creation(actor_id)
-        arg_list, nested = build_args(core, args, kwargs, self._name + ".__init__")
+        arg_list, nested, kept = build_args(core, args, kwargs, self._name + ".__init__")
         strategy, node_id, soft = opts.strategy_fields(options.get("scheduling_strategy"))
         # As in Ray: an actor needs 1 CPU to be placed and holds 0 while alive,
         # unless it asks for CPUs explicitly (then it holds them for life).
@@ -141,6 +141,7 @@ class ActorClass(RemoteDefinition):
                 raise ValueError(f"The name {name!r} (namespace {namespace!r}) is already taken by "
                                  f"another actor; names must be unique within a namespace.")
         core.submit_task(spec)
+        del kept            # refs to large arguments: the submitted task holds them now
         return ActorHandle(actor_id.binary(), self._name, self._methods, options.get("max_task_retries") or 0)
 
 
@@ -223,9 +224,9 @@ class ActorMethod:
         handle = self._handle
         full_name = self._full_name
         if args or kwargs:
-            arg_list, nested = build_args(core, args, kwargs, full_name)
+            arg_list, nested, kept = build_args(core, args, kwargs, full_name)
         else:
-            arg_list, nested = [], []
+            arg_list, nested, kept = [], [], None
         seq = core.next_actor_sequence(handle._actor_id)
         ctx = core.context
         num_returns = self._num_returns
@@ -246,6 +247,7 @@ class ActorMethod:
             sequence_number=seq,
         )
         refs = core.submit_actor_call(spec)
+        del kept            # refs to large arguments: the submitted task holds them now
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:

@@ -25,7 +25,9 @@ client -> raylet
   NOW_RUNNING   name                                    -- a leased worker starts a task of this name (log prefix)
   RETURN_LEASES [worker_id]                             -- leases (``REQUEST "lease"``) the caller gives back
 
-  PUT may carry a fifth field, is_error (results of direct actor calls, registered by the actor's worker).
+  PUT may carry a fifth field, is_error, and a sixth, held (default True): the sender holds a ref
+  to the object from now on, as a SUBMIT makes its sender hold the returns. A worker registering
+  the results of a direct call or leased task sends held=False (the caller says whether it holds them).
 raylet -> client
   REGISTERED    info dict (node_id, arena path, job_id, session_dir, ...)
   EXECUTE       TaskSpec, {object_id: data | None}, gpu_ids
@@ -121,10 +123,13 @@ class _Outbox:
     def flush_locked(self):
         if self.closed:
             raise ConnectionClosed(f"the connection to the {self.peer_name} is closed")
+        edges = None if self.before_flush is None else self.before_flush()
+        # Taken after the hook: a message queued before a ref change the hook reports
+        # (a PUT or SUBMIT before the drop of its ref) always goes out with it or earlier.
         pending = self.pending
         self.pending = []
-        if self.before_flush is not None:
-            pending = self.before_flush(pending)
+        if edges is not None:
+            pending = edges[0] + pending + edges[1]
         self.last_flush = time.monotonic()
         if pending:
             self.writes += 1
@@ -143,8 +148,9 @@ class RayletConnection:
     ``send`` only appends to a buffer; a writer thread (or ``flush`` from a
     thread about to block) writes everything pending with one ``sendall``, so a
     burst of submissions costs one system call. Before each write the
-    ``before_flush`` hook may prepend and append messages (the core worker uses
-    it for reference-count updates).
+    ``before_flush`` hook may return (messages to write first, messages to write
+    last) around what is queued (the core worker uses it for reference-count
+    updates); it runs before the queue is taken.
 
     Reading: a thread that needs a reply (``wait_for``) reads the socket itself
     and dispatches what arrives to ``on_message``, so a reply wakes the waiting
@@ -212,6 +218,12 @@ class RayletConnection:
         """Queue a message without waking anyone: the next flush (by this thread or the
         writer, which looks every millisecond while something waits) sends it."""
         self._out.pending.append(message)
+
+    def push(self):
+        """Write what is queued now if the connection has been quiet, else soon (``send``
+        for messages queued with ``defer``)."""
+        if not self._out.try_eager():
+            self._schedule_writer()
 
     def send_all_now(self, messages):
         """Queue several messages and write them (and everything pending) in one write."""
