@@ -30,6 +30,7 @@ from rayx.object_ref import LocalRefCounter, ObjectRef
 
 INLINE_THRESHOLD = 100 * 1024
 STORE_FULL_TIMEOUT = 10.0
+TIMED_OUT_WAIT_FOLLOW_UP = 1.0   # seconds a timed-out wait asks the raylet what is ready
 
 
 _object_id_of = operator.attrgetter("_id")
@@ -469,7 +470,8 @@ class CoreWorker:
             reply = self._wait_raylet(rest, num_returns - len(ready), False, timeout, fetch_local,
                                       notify=fetch_local)
             if reply is None:
-                reply = self._wait_raylet(rest, 0, False, None, fetch_local)
+                # Timed out: which are ready now (answered at once; bounded all the same).
+                reply = self._wait_raylet(rest, 0, False, TIMED_OUT_WAIT_FOLLOW_UP, fetch_local) or []
             arrived = [object_id for object_id, _, _ in reply]
             ready.update(arrived)
             if fetch_local:

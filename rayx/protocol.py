@@ -85,6 +85,9 @@ _RECV_SIZE = 1 << 20
 EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once
 
 
+_WAKE = object()             # the wake pipe, among the polled descriptors
+
+
 class ConnectionClosed(ConnectionError):
     """The raylet closed the connection (it stopped or the node died)."""
 
@@ -161,12 +164,20 @@ class RayletConnection:
 
     Direct connections to other processes of the node (``PeerConnection``,
     ``PeerListener``: direct actor calls) are multiplexed here: read by the
-    same threads in the same ``select`` and written by the same writer.
+    same threads in the same ``poll`` and written by the same writer.
+
+    No read ever blocks: sockets are read only after ``poll`` says so, and
+    with MSG_DONTWAIT. A source closed by a thread that is not reading (an idle
+    lease given back) has its descriptor closed by the reader of the moment,
+    after its ``poll`` (``retire``), never under one; and a descriptor found
+    closed anyway (POLLNVAL) is dropped as a closed peer. So
+    ``wait_for(timeout)`` always returns in time.
     """
 
     def __init__(self, path, on_message, on_close, before_flush=None, drain_interval=0.02):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)
+        self._sock_fd = self._sock.fileno()
         self._on_message = on_message
         self._on_close = on_close
         self._out = _Outbox(self._sock, "raylet", before_flush)
@@ -179,8 +190,12 @@ class RayletConnection:
         self._drain_interval = drain_interval
         self._sources = {}           # fileno -> PeerConnection | PeerListener
         self._dirty = set()          # peers with messages waiting for the writer
-        self._wake_r, self._wake_w = os.pipe()   # interrupts a select when a source is added
+        self._wake_r, self._wake_w = os.pipe()   # interrupts a poll when a source is added
+        os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._retired = []           # closers of sources gone, for the next reader to call
+        self._poller = None          # select.poll of the socket, the wake pipe and the sources
+        self._polled = {}            # (rebuilt when the sources change) fd -> what it is
         self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
         self._drainer = threading.Thread(target=self._drain_loop, name="rayx-drainer", daemon=True)
 
@@ -272,6 +287,10 @@ class RayletConnection:
     def add_source(self, source):
         """Read ``source`` (a PeerConnection or PeerListener) along with the raylet socket."""
         self._sources[source.fileno()] = source
+        self._poller = None
+        self._wake()
+
+    def _wake(self):
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -279,7 +298,21 @@ class RayletConnection:
 
     def remove_source(self, source):
         self._sources.pop(source.fileno(), None)
+        self._poller = None
         self._dirty.discard(source)
+
+    def retire(self, close_fd):
+        """Stop reading a source and have ``close_fd()`` close its descriptor: now if no
+        thread reads (none can be in a ``poll`` on it), else by that reader once its
+        ``poll`` is over (the descriptor number could otherwise be reused under it)."""
+        if self._read_lock.acquire(False):
+            try:
+                close_fd()
+            finally:
+                self._read_lock.release()
+        else:
+            self._retired.append(close_fd)
+            self._wake()
 
     def connect_peer(self, path, on_message, on_close):
         """A direct connection to the process listening at ``path``."""
@@ -318,26 +351,59 @@ class RayletConnection:
 
     def _read_some(self, timeout):
         """Read what arrives within ``timeout`` and dispatch it (caller holds the read lock)."""
-        sources = self._sources
+        poller = self._poller
+        if poller is None:
+            poller = self._make_poller()
+        polled = self._polled
         try:
-            if sources:
-                watched = [self._sock, self._wake_r, *sources.values()]
-            else:
-                watched = [self._sock, self._wake_r]
-            readable, _, _ = select.select(watched, [], [], timeout)
-        except (OSError, ValueError):
-            readable = [self._sock]
-        for source in readable:
-            if source is self._sock:
+            events = poller.poll(timeout * 1000.0)
+        except InterruptedError:
+            events = ()
+        for fd, mask in events:
+            source = polled.get(fd)
+            if source is None:
+                continue
+            if mask & select.POLLNVAL:
+                self._closed_under_us(source)
+            elif source is self._sock:
                 self._read_raylet()
-            elif source is self._wake_r:
-                os.read(self._wake_r, 4096)
+            elif source is _WAKE:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
             else:
                 source.on_readable()
+        retired = self._retired
+        while retired:
+            retired.pop()()
+
+    def _make_poller(self):
+        polled = {fd: source for fd, source in self._sources.items()}
+        polled[self._sock_fd] = self._sock
+        polled[self._wake_r] = _WAKE
+        poller = select.poll()
+        for fd in polled:
+            poller.register(fd, select.POLLIN)
+        self._polled = polled
+        self._poller = poller
+        return poller
+
+    def _closed_under_us(self, source):
+        """A descriptor was closed while we watched it (POLLNVAL): a closed raylet
+        socket ends the connection, a closed peer is closed (its ``on_close`` runs, as
+        when the other side goes)."""
+        self._poller = None
+        if source is self._sock:
+            self._report_close()
+        elif source is not _WAKE:
+            source.close()
 
     def _read_raylet(self):
         try:
-            data = self._sock.recv(_RECV_SIZE)
+            data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
         except (OSError, ValueError):
             data = b""
         if not data:
@@ -384,6 +450,9 @@ class RayletConnection:
         for source in list(self._sources.values()):
             source.close()
         self._sources.clear()
+        retired = self._retired
+        while retired:
+            retired.pop()()
         self._sock.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -445,8 +514,12 @@ class PeerConnection:
             pass
 
     def on_readable(self):
+        if self.closed:
+            return                # closed by another thread since the poll
         try:
-            data = self.sock.recv(_RECV_SIZE)
+            data = self.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
         except (OSError, ValueError):
             data = b""
         if data:
@@ -465,13 +538,17 @@ class PeerConnection:
             return
         self.closed = True
         self.hub.remove_source(self)
+        with self.out.lock:
+            self.out.closed = True    # no write starts from now on
+        self.hub.retire(self._close_socket)
+        self.on_close(self)
+
+    def _close_socket(self):
         with self.out.lock:       # never close the descriptor under a writer
-            self.out.closed = True
             try:
                 self.sock.close()
             except OSError:
                 pass
-        self.on_close(self)
 
 
 class PeerListener:
@@ -503,8 +580,8 @@ class PeerListener:
 
     def close(self):
         self.hub.remove_source(self)
+        self.hub.retire(self.sock.close)
         try:
-            self.sock.close()
             os.unlink(self.path)
         except OSError:
             pass
