@@ -111,7 +111,7 @@ class ActorClass(RemoteDefinition):
         ctx.submit_counter += 1
         actor_id = ActorID.of(JobID(core.current_job_id()), ctx.task_id, ctx.submit_counter)
         task_id = TaskID.for_actor_creation(actor_id)
-        arg_list, nested = build_args(core, args, kwargs, self._name + ".__init__")
+        arg_list, nested, kept = build_args(core, args, kwargs, self._name + ".__init__")
         strategy, node_id, soft = opts.strategy_fields(options.get("scheduling_strategy"))
         groups = options.get("concurrency_groups") or {}
         _check_groups(self._name, self._methods, groups)
@@ -163,6 +163,7 @@ class ActorClass(RemoteDefinition):
                 raise ValueError(f"The name {name!r} (namespace {namespace!r}) is already taken by "
                                  f"another actor; names must be unique within a namespace.")
         core.submit_task(spec)
+        del kept            # refs to large arguments: the submitted task holds them now
         return ActorHandle(actor_id.binary(), self._name, self._methods, max_task_retries, max_pending_calls)
 
 
@@ -279,9 +280,9 @@ class ActorMethod:
         handle = self._handle
         full_name = self._full_name
         if args or kwargs:
-            arg_list, nested = build_args(core, args, kwargs, full_name)
+            arg_list, nested, kept = build_args(core, args, kwargs, full_name)
         else:
-            arg_list, nested = [], []
+            arg_list, nested, kept = [], [], None
         seq = core.next_actor_sequence(handle._actor_id)
         ctx = core.context
         num_returns = self._num_returns
@@ -303,6 +304,7 @@ class ActorMethod:
             extra=self._extra,
         )
         refs = core.submit_actor_call(spec)
+        del kept            # refs to large arguments: the submitted task holds them now
         if num_returns == 1:
             return refs[0]
         if num_returns == 0:

@@ -30,6 +30,7 @@ from rayx.object_ref import LocalRefCounter, ObjectRef
 
 INLINE_THRESHOLD = 100 * 1024
 STORE_FULL_TIMEOUT = 10.0
+TIMED_OUT_WAIT_FOLLOW_UP = 1.0   # seconds a timed-out wait asks the raylet what is ready
 
 
 _object_id_of = operator.attrgetter("_id")
@@ -152,7 +153,9 @@ class CoreWorker:
         if self.on_execute is not None:
             self.on_execute((p.EXIT, "the raylet closed the connection"))
 
-    def _before_flush(self, pending):
+    def _before_flush(self):
+        """Reference-count updates around the messages about to be written: (messages
+        before them: new holds, registrations; after them: drops). None if there are none."""
         added, removed = self.refs.drain()
         direct = self.direct
         if direct.pending or direct.unregistered or direct.has_registrations():
@@ -160,19 +163,18 @@ class CoreWorker:
         else:
             first = None
         if not added and not removed and not first:
-            return pending
-        out = [(p.REFS, added, ())] if added else []
+            return None
+        head = [(p.REFS, added, ())] if added else []
         if first:
-            out.extend(first)
-        out.extend(pending)
-        if removed:
-            values = self._values
-            known = self._known_local
-            for object_id in removed:
-                values.pop(object_id, None)
-                known.discard(object_id)
-            out.append((p.REFS, (), removed))
-        return out
+            head.extend(first)
+        if not removed:
+            return head, []
+        values = self._values
+        known = self._known_local
+        for object_id in removed:
+            values.pop(object_id, None)
+            known.discard(object_id)
+        return head, [(p.REFS, (), removed)]
 
     def request(self, op, *args, timeout=60):
         """A control call to the raylet; returns its result or raises."""
@@ -325,17 +327,23 @@ class CoreWorker:
     # ------------------------------------------------------------ put
 
     def put(self, value):
+        return self.put_serialized(serialization.serialize(value))
+
+    def put_serialized(self, sobj, cache=True):
+        """Store ``sobj`` under a new put id; its ref. The PUT registers this process as
+        a holder (as a SUBMIT does for its returns), so the drop of the ref always
+        reaches the raylet, even when it follows within the same flush."""
         object_id = self.new_put_id()
-        sobj = serialization.serialize(value)
-        ref = ObjectRef(object_id)
-        self.store(object_id, sobj, p.PUT)
+        ref = self.refs.ref_registered_by_message(object_id)
+        self.store(object_id, sobj, p.PUT, cache)
         return ref
 
     def store(self, object_id, sobj, tag=None, cache=True):
         """Make a serialized object available: inline bytes or a sealed arena object.
 
-        With ``tag`` (PUT) the raylet is told at once; otherwise the caller
-        reports it (a task's results travel in its TASK_DONE).
+        With ``tag`` (PUT) the raylet is told at once (and counts this process as a
+        holder: see ``put_serialized``); otherwise the caller reports it (a task's
+        results travel in its TASK_DONE).
         Returns (object_id, data or None, size, nested refs).
         """
         if sobj.size <= INLINE_THRESHOLD:
@@ -467,7 +475,8 @@ class CoreWorker:
             reply = self._wait_raylet(rest, num_returns - len(ready), False, timeout, fetch_local,
                                       notify=fetch_local)
             if reply is None:
-                reply = self._wait_raylet(rest, 0, False, None, fetch_local)
+                # Timed out: which are ready now (answered at once; bounded all the same).
+                reply = self._wait_raylet(rest, 0, False, TIMED_OUT_WAIT_FOLLOW_UP, fetch_local) or []
             arrived = [object_id for object_id, _, _ in reply]
             ready.update(arrived)
             if fetch_local:

@@ -176,25 +176,31 @@ class DirectCalls:
         """``call`` (its spec ready to submit) goes through the raylet after all."""
         spec = call.spec
         self.escape_all(spec.arg_refs())
-        dropped = [oid for oid in spec.return_ids() if oid not in self.pending]
         conn = self.core.conn
-        conn.send((p.SUBMIT, spec))
-        if dropped:
-            # The caller dropped these refs while the call waited here; the SUBMIT
-            # makes the raylet count a ref for us, so drop it again.
-            conn.send((p.REFS, (), dropped))
-        # The SUBMIT goes out before the drops of the kept argument refs, so the
-        # raylet holds the arguments first.
-        self.moved(call)
+        # Under the lock of ``outgoing``: a drop it hides from the next flush (the
+        # call was pending) is seen here, and one it does not hide goes out after
+        # the SUBMIT (queued before the flush takes the queue).
+        with self._lock:
+            dropped = [oid for oid in spec.return_ids() if oid not in self.pending]
+            conn.defer((p.SUBMIT, spec))
+            if dropped:
+                # The caller dropped these refs while the call waited here; the SUBMIT
+                # makes the raylet count a ref for us, so drop it again.
+                conn.defer((p.REFS, (), dropped))
+            # The SUBMIT goes out before the drops of the kept argument refs, so the
+            # raylet holds the arguments first.
+            self.moved(call)
+        conn.push()
 
     def track(self, call):
-        """Refs to the returns of ``call``, which is now awaited here."""
+        """Refs to the returns of ``call``, which is now awaited here. Counted at once
+        (no +1 event), so a drop before the next flush still reaches ``outgoing``,
+        which then forgets the result."""
+        object_ids = call.spec.return_ids()
         pending = self.pending
-        refs = []
-        for object_id in call.spec.return_ids():
+        for object_id in object_ids:
             pending[object_id] = call
-            refs.append(ObjectRef(object_id))
-        return refs
+        return self.core.refs.refs_registered_by_message(object_ids)
 
     def moved(self, call):
         """``call`` now goes through the raylet: waiters look there."""
@@ -266,15 +272,16 @@ class DirectCalls:
         return added, removed
 
     def _registrations(self, messages, counts):
-        """PUTs of escaped results, and our refs to results the raylet knows now."""
+        """PUTs of escaped results (each makes us a holder), and our refs to results the
+        raylet knows now; the ones nobody here holds any more are dropped again."""
         held = []
         released = []
         register = self._register
         while register:
             object_id, data, size, is_error = register.popleft()
             messages.append((p.PUT, object_id, data, size, (), is_error))
-            if object_id in counts:
-                held.append(object_id)
+            if object_id not in counts:
+                released.append(object_id)
         announce = self._announce
         while announce:
             object_id, was_held = announce.popleft()

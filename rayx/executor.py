@@ -129,7 +129,7 @@ class Executor:
         urgent = bool(spec.nested_refs) or bool(self.core.refs.events)
         for object_id, data, size, nested, is_error in results:
             if data is None or nested:
-                conn.defer((p.PUT, object_id, data, size, nested, is_error))
+                conn.defer((p.PUT, object_id, data, size, nested, is_error, False))
                 urgent = True
         if urgent:
             conn.flush()

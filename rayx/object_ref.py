@@ -48,10 +48,20 @@ class LocalRefCounter:
         with self._lock:
             return list(self.counts)
 
+    def ref_registered_by_message(self, object_id):
+        """``refs_registered_by_message`` for one id (a PUT)."""
+        with self._lock:
+            counts = self.counts
+            counts[object_id] = counts.get(object_id, 0) + 1
+        return ObjectRef.counted_already(object_id)
+
     def refs_registered_by_message(self, object_ids):
         """New refs whose first reference the raylet learns from the message that
-        creates them (a SUBMIT holds its returns for the submitter), so no "added"
-        update needs to travel for them."""
+        creates them (a SUBMIT holds its returns for the submitter, a PUT its object
+        for the putter), so no "added" update travels for them; and since their +1
+        is counted here at once, their drop is always reported, even when it comes
+        before the next flush (an event pair made and dropped between two flushes
+        would cancel out). The message must be queued before the refs can drop."""
         refs = []
         with self._lock:
             counts = self.counts

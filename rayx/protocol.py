@@ -26,7 +26,9 @@ client -> raylet
   NOW_RUNNING   name                                    -- a leased worker starts a task of this name (log prefix)
   RETURN_LEASES [worker_id]                             -- leases (``REQUEST "lease"``) the caller gives back
 
-  PUT may carry a fifth field, is_error (results of direct actor calls, registered by the actor's worker).
+  PUT may carry a fifth field, is_error, and a sixth, held (default True): the sender holds a ref
+  to the object from now on, as a SUBMIT makes its sender hold the returns. A worker registering
+  the results of a direct call or leased task sends held=False (the caller says whether it holds them).
 raylet -> client
   REGISTERED    info dict (node_id, arena path, job_id, session_dir, ...)
   EXECUTE       TaskSpec, {object_id: data | None}, gpu_ids
@@ -84,6 +86,9 @@ _RECV_SIZE = 1 << 20
 EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once
 
 
+_WAKE = object()             # the wake pipe, among the polled descriptors
+
+
 class ConnectionClosed(ConnectionError):
     """The raylet closed the connection (it stopped or the node died)."""
 
@@ -122,10 +127,13 @@ class _Outbox:
     def flush_locked(self):
         if self.closed:
             raise ConnectionClosed(f"the connection to the {self.peer_name} is closed")
+        edges = None if self.before_flush is None else self.before_flush()
+        # Taken after the hook: a message queued before a ref change the hook reports
+        # (a PUT or SUBMIT before the drop of its ref) always goes out with it or earlier.
         pending = self.pending
         self.pending = []
-        if self.before_flush is not None:
-            pending = self.before_flush(pending)
+        if edges is not None:
+            pending = edges[0] + pending + edges[1]
         self.last_flush = time.monotonic()
         if pending:
             self.writes += 1
@@ -144,8 +152,9 @@ class RayletConnection:
     ``send`` only appends to a buffer; a writer thread (or ``flush`` from a
     thread about to block) writes everything pending with one ``sendall``, so a
     burst of submissions costs one system call. Before each write the
-    ``before_flush`` hook may prepend and append messages (the core worker uses
-    it for reference-count updates).
+    ``before_flush`` hook may return (messages to write first, messages to write
+    last) around what is queued (the core worker uses it for reference-count
+    updates); it runs before the queue is taken.
 
     Reading: a thread that needs a reply (``wait_for``) reads the socket itself
     and dispatches what arrives to ``on_message``, so a reply wakes the waiting
@@ -156,12 +165,20 @@ class RayletConnection:
 
     Direct connections to other processes of the node (``PeerConnection``,
     ``PeerListener``: direct actor calls) are multiplexed here: read by the
-    same threads in the same ``select`` and written by the same writer.
+    same threads in the same ``poll`` and written by the same writer.
+
+    No read ever blocks: sockets are read only after ``poll`` says so, and
+    with MSG_DONTWAIT. A source closed by a thread that is not reading (an idle
+    lease given back) has its descriptor closed by the reader of the moment,
+    after its ``poll`` (``retire``), never under one; and a descriptor found
+    closed anyway (POLLNVAL) is dropped as a closed peer. So
+    ``wait_for(timeout)`` always returns in time.
     """
 
     def __init__(self, path, on_message, on_close, before_flush=None, drain_interval=0.02):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)
+        self._sock_fd = self._sock.fileno()
         self._on_message = on_message
         self._on_close = on_close
         self._out = _Outbox(self._sock, "raylet", before_flush)
@@ -174,8 +191,12 @@ class RayletConnection:
         self._drain_interval = drain_interval
         self._sources = {}           # fileno -> PeerConnection | PeerListener
         self._dirty = set()          # peers with messages waiting for the writer
-        self._wake_r, self._wake_w = os.pipe()   # interrupts a select when a source is added
+        self._wake_r, self._wake_w = os.pipe()   # interrupts a poll when a source is added
+        os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self._retired = []           # closers of sources gone, for the next reader to call
+        self._poller = None          # select.poll of the socket, the wake pipe and the sources
+        self._polled = {}            # (rebuilt when the sources change) fd -> what it is
         self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
         self._drainer = threading.Thread(target=self._drain_loop, name="rayx-drainer", daemon=True)
 
@@ -213,6 +234,12 @@ class RayletConnection:
         """Queue a message without waking anyone: the next flush (by this thread or the
         writer, which looks every millisecond while something waits) sends it."""
         self._out.pending.append(message)
+
+    def push(self):
+        """Write what is queued now if the connection has been quiet, else soon (``send``
+        for messages queued with ``defer``)."""
+        if not self._out.try_eager():
+            self._schedule_writer()
 
     def send_all_now(self, messages):
         """Queue several messages and write them (and everything pending) in one write."""
@@ -261,6 +288,10 @@ class RayletConnection:
     def add_source(self, source):
         """Read ``source`` (a PeerConnection or PeerListener) along with the raylet socket."""
         self._sources[source.fileno()] = source
+        self._poller = None
+        self._wake()
+
+    def _wake(self):
         try:
             os.write(self._wake_w, b"x")
         except OSError:
@@ -268,7 +299,21 @@ class RayletConnection:
 
     def remove_source(self, source):
         self._sources.pop(source.fileno(), None)
+        self._poller = None
         self._dirty.discard(source)
+
+    def retire(self, close_fd):
+        """Stop reading a source and have ``close_fd()`` close its descriptor: now if no
+        thread reads (none can be in a ``poll`` on it), else by that reader once its
+        ``poll`` is over (the descriptor number could otherwise be reused under it)."""
+        if self._read_lock.acquire(False):
+            try:
+                close_fd()
+            finally:
+                self._read_lock.release()
+        else:
+            self._retired.append(close_fd)
+            self._wake()
 
     def connect_peer(self, path, on_message, on_close):
         """A direct connection to the process listening at ``path``."""
@@ -307,26 +352,59 @@ class RayletConnection:
 
     def _read_some(self, timeout):
         """Read what arrives within ``timeout`` and dispatch it (caller holds the read lock)."""
-        sources = self._sources
+        poller = self._poller
+        if poller is None:
+            poller = self._make_poller()
+        polled = self._polled
         try:
-            if sources:
-                watched = [self._sock, self._wake_r, *sources.values()]
-            else:
-                watched = [self._sock, self._wake_r]
-            readable, _, _ = select.select(watched, [], [], timeout)
-        except (OSError, ValueError):
-            readable = [self._sock]
-        for source in readable:
-            if source is self._sock:
+            events = poller.poll(timeout * 1000.0)
+        except InterruptedError:
+            events = ()
+        for fd, mask in events:
+            source = polled.get(fd)
+            if source is None:
+                continue
+            if mask & select.POLLNVAL:
+                self._closed_under_us(source)
+            elif source is self._sock:
                 self._read_raylet()
-            elif source is self._wake_r:
-                os.read(self._wake_r, 4096)
+            elif source is _WAKE:
+                try:
+                    os.read(self._wake_r, 4096)
+                except OSError:
+                    pass
             else:
                 source.on_readable()
+        retired = self._retired
+        while retired:
+            retired.pop()()
+
+    def _make_poller(self):
+        polled = {fd: source for fd, source in self._sources.items()}
+        polled[self._sock_fd] = self._sock
+        polled[self._wake_r] = _WAKE
+        poller = select.poll()
+        for fd in polled:
+            poller.register(fd, select.POLLIN)
+        self._polled = polled
+        self._poller = poller
+        return poller
+
+    def _closed_under_us(self, source):
+        """A descriptor was closed while we watched it (POLLNVAL): a closed raylet
+        socket ends the connection, a closed peer is closed (its ``on_close`` runs, as
+        when the other side goes)."""
+        self._poller = None
+        if source is self._sock:
+            self._report_close()
+        elif source is not _WAKE:
+            source.close()
 
     def _read_raylet(self):
         try:
-            data = self._sock.recv(_RECV_SIZE)
+            data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
         except (OSError, ValueError):
             data = b""
         if not data:
@@ -373,6 +451,9 @@ class RayletConnection:
         for source in list(self._sources.values()):
             source.close()
         self._sources.clear()
+        retired = self._retired
+        while retired:
+            retired.pop()()
         self._sock.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -434,8 +515,12 @@ class PeerConnection:
             pass
 
     def on_readable(self):
+        if self.closed:
+            return                # closed by another thread since the poll
         try:
-            data = self.sock.recv(_RECV_SIZE)
+            data = self.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
         except (OSError, ValueError):
             data = b""
         if data:
@@ -454,13 +539,17 @@ class PeerConnection:
             return
         self.closed = True
         self.hub.remove_source(self)
+        with self.out.lock:
+            self.out.closed = True    # no write starts from now on
+        self.hub.retire(self._close_socket)
+        self.on_close(self)
+
+    def _close_socket(self):
         with self.out.lock:       # never close the descriptor under a writer
-            self.out.closed = True
             try:
                 self.sock.close()
             except OSError:
                 pass
-        self.on_close(self)
 
 
 class PeerListener:
@@ -492,8 +581,8 @@ class PeerListener:
 
     def close(self):
         self.hub.remove_source(self)
+        self.hub.retire(self.sock.close)
         try:
-            self.sock.close()
             os.unlink(self.path)
         except OSError:
             pass

@@ -9,7 +9,6 @@ serialized inline, or put into the object store first when they are large.
 import functools
 
 from rayx import options as opts
-from rayx import protocol
 from rayx import serialization
 from rayx._core import codec
 from rayx.object_ref import ObjectRef
@@ -17,9 +16,12 @@ from rayx.remote_definition import RemoteDefinition
 
 
 def build_args(core, args, kwargs, function_name):
-    """Encode call arguments for a TaskSpec: (arg tuples, ids of refs nested in them)."""
+    """Encode call arguments for a TaskSpec: (arg tuples, ids of refs nested in them,
+    refs to the large arguments put into the store, or None). The caller keeps those
+    refs until the task is submitted (then the task holds its arguments)."""
     encoded = []
     nested = []
+    kept = None
     items = [("", value) for value in args] + list(kwargs.items())
     for position, (keyword, value) in enumerate(items):
         if type(value) is ObjectRef:
@@ -31,14 +33,14 @@ def build_args(core, args, kwargs, function_name):
             which = f"keyword argument {keyword!r}" if keyword else f"argument {position}"
             raise TypeError(f"Could not serialize {which} of {function_name}(): {exc}") from None
         if sobj.size > core.inline_threshold:
-            object_id = core.new_put_id()
-            core.store(object_id, sobj, tag=protocol.PUT, cache=False)
-            encoded.append((codec.ARG_REF, keyword, object_id))
+            ref = core.put_serialized(sobj)
+            kept = [ref] if kept is None else kept + [ref]
+            encoded.append((codec.ARG_REF, keyword, ref.binary()))
         else:
             encoded.append((codec.ARG_VALUE, keyword, sobj.to_bytes()))
             if sobj.nested_refs:
                 nested.extend(sobj.nested_refs)
-    return encoded, nested
+    return encoded, nested, kept
 
 
 class RemoteFunction(RemoteDefinition):
@@ -61,7 +63,7 @@ class RemoteFunction(RemoteDefinition):
         from rayx import api
         core = api._global_worker()
         function_id = self._export(core)
-        arg_list, nested = build_args(core, args, kwargs, self._name)
+        arg_list, nested, kept = build_args(core, args, kwargs, self._name)
         fields = self._spec_fields(options)
         spec = codec.TaskSpec(
             task_type=codec.NORMAL_TASK,
@@ -75,6 +77,7 @@ class RemoteFunction(RemoteDefinition):
             **fields,
         )
         refs = core.submit_task(spec)
+        del kept            # refs to large arguments: the submitted task holds them now
         num_returns = fields["num_returns"]
         if num_returns == 1:
             return refs[0]

@@ -202,6 +202,7 @@ class Raylet:
         self.pool.kill_all()
         for worker in self.pool.workers.values():
             _unlink_socket(worker)
+        self.spiller.remove_all()
         if self._subscription is not None:
             self._subscription.close()
         if self.gcs_writer is not None:
@@ -319,7 +320,12 @@ class Raylet:
                 objects.incref(object_id)
         self.submit(spec, conn)
 
-    def _on_put(self, conn, object_id, data, size, nested, is_error=False):
+    def _on_put(self, conn, object_id, data, size, nested, is_error=False, held=True):
+        if held and object_id not in conn.held:
+            # The putter holds it from now on (it sends no REFS for it), so its
+            # drop, however soon, frees the object.
+            conn.held.add(object_id)
+            self.objects.incref(object_id)
         self.objects.mark_ready(object_id, data, size, nested, is_error)
         self._record_object(object_id, size)
 

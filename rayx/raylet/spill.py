@@ -5,9 +5,11 @@ freed, the raylet writes the least recently used unpinned objects (that are
 still referenced) to files in the session's ``spill`` directory and deletes
 them from the arena. Before it hands a spilled object to anyone (a get, a
 task's argument, a pull from another node) it reads it back into the arena.
+A freed object's file is deleted; the node's spill directory goes when it stops.
 """
 import logging
 import os
+import shutil
 
 from rayx.exceptions import ObjectStoreFullError
 
@@ -69,6 +71,10 @@ class Spiller:
         arena.seal(entry.object_id)
         self.forget(entry)
         self.restored_bytes += entry.size
+
+    def remove_all(self):
+        """The node stops: its spill files (and directory) go with it."""
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def forget(self, entry):
         """The object is freed (or back in the arena): drop its file."""
