@@ -2,9 +2,10 @@
 cluster-information calls. They work the same in a driver and inside tasks.
 
 A driver process has one CoreWorker connected to the raylet of its node.
-``init()`` without an address starts a node that dies with the driver
-(GCS shards, a raylet and its workers); ``init(address=...)`` joins one that
-``rayx start`` launched.
+``init()`` without an address (nor RAYX_ADDRESS / RAY_ADDRESS) joins the cluster
+``rayx start`` runs on this machine, if any, and otherwise starts a node that
+dies with the driver (GCS shards, a raylet and its workers);
+``init(address="local")`` always starts one.
 """
 import atexit
 import os
@@ -46,7 +47,8 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
          namespace=None, ignore_reinit_error=False, log_to_driver=True, runtime_env=None,
          include_dashboard=None, logging_level=None, _node_ip_address="127.0.0.1",
          _redis_password=None, **kwargs):
-    """Start a local node, or connect to a running cluster (``address="auto"`` or "host:port")."""
+    """Connect to a running cluster (``address="auto"``, "host:port", or found as
+    ``_resolve_address`` says), or start a local node (``address="local"``, or none found)."""
     global _worker, _node, _gcs, _namespace, _session_dir
     with _lock:
         if _worker is not None:
@@ -61,10 +63,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             raise TypeError(f"init() got unexpected keyword argument(s) {sorted(unknown)}")
         opts.check_runtime_env(runtime_env, "rayx.init()")
         opts.check_runtime_env(getattr(kwargs.get("job_config"), "runtime_env", None), "the job_config")
-        if address is None:
-            address = os.environ.get("RAYX_ADDRESS") or os.environ.get("RAY_ADDRESS")
-        if address in ("local", ""):
-            address = None
+        address = _resolve_address(address)
         if address is None:
             node = node_mod.Node(head=True, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
                                  object_store_memory=object_store_memory, node_ip_address=_node_ip_address)
@@ -74,8 +73,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             socket_path, session_dir = node.socket_path, node.session_dir
         else:
             if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
-                raise ValueError("When connecting to an existing cluster, num_cpus, num_gpus, resources "
-                                 "and object_store_memory must not be given; set them with `rayx start`.")
+                raise ValueError(f"When connecting to an existing cluster (address={address!r}), num_cpus, "
+                                 "num_gpus, resources and object_store_memory must not be given; set them "
+                                 "with `rayx start`, or pass address='local' to start a new local cluster.")
             gcs_address, password, socket_path, session_dir = _find_cluster(address, _redis_password)
         from rayx.core_worker import CoreWorker
         from rayx.gcs import GcsClient
@@ -100,16 +100,29 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
         return RayContext(_worker)
 
 
+def _resolve_address(address):
+    """Where ``init`` connects, in Ray's order: the ``address`` argument, then RAYX_ADDRESS
+    / RAY_ADDRESS, then the cluster ``rayx start`` runs on this machine ("auto"); None
+    (or "local") starts a new local cluster."""
+    if address is None:
+        address = os.environ.get("RAYX_ADDRESS") or os.environ.get("RAY_ADDRESS")
+    if address is None and node_mod.live_cluster_record() is not None:
+        address = "auto"
+    return None if address in ("local", "") else address
+
+
 def _find_cluster(address, password):
     """(gcs address, password, raylet socket, session dir) of the cluster at ``address``."""
-    record = node_mod.read_cluster_file()
+    record = node_mod.live_cluster_record()
     if address == "auto":
         if not record:
             raise ConnectionError("Could not find a running rayx cluster on this machine "
-                                  f"(no {node_mod.CLUSTER_FILE}); start one with `rayx start --head`.")
+                                  f"(no live one recorded in {node_mod.CLUSTER_FILE}); "
+                                  "start one with `rayx start --head`.")
         gcs_address = record["gcs_address"]
     else:
         gcs_address = address
+        node_mod.check_reachable(gcs_address)
         if record and record.get("gcs_address") != gcs_address:
             record = None
     if password is None:

@@ -2,21 +2,27 @@
 
 ``rayx.init()`` starts a node that lives as long as the driver (its processes
 die with it); ``rayx start --head`` starts a detached one and records it in
-``/tmp/rayx/cluster.json`` so that ``rayx.init(address="auto")``, ``rayx
-status`` and ``rayx stop`` find it. Everything a session writes (logs, the
+``$RAYX_TMPDIR/cluster.json`` (default ``/tmp/rayx``) so that ``rayx.init()``,
+``rayx status`` and ``rayx stop`` find it; the record counts while its session
+is live (``rayx._private.sessions``). Everything a session writes (logs, the
 AOF of the GCS shards, the raylet's socket, the cluster token) lives in its
 session directory; the token file is readable by its owner only.
+
+The raylet and the GCS shards run in sessions of their own (``setsid``), so the
+signals a terminal sends the driver's process group (Ctrl-C, Ctrl-Z) never reach
+them or the workers; the driver decides when they stop, and when it dies they
+die with it (PR_SET_PDEATHSIG).
 """
 import json
 import os
 import secrets
 import select
 import subprocess
-import sys
 import time
 
 from rayx import protocol
-from rayx._private.process import kill_pid, stop_process
+from rayx._private import sessions
+from rayx._private.process import kill_pid, python_command, stop_process
 
 ROOT_DIR = os.environ.get("RAYX_TMPDIR", "/tmp/rayx")
 CLUSTER_FILE = os.path.join(ROOT_DIR, "cluster.json")
@@ -39,15 +45,6 @@ def default_object_store_memory():
     except OSError:
         pass
     return max(memory, 64 << 20)
-
-
-def new_session_dir():
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    path = os.path.join(ROOT_DIR, f"session_{stamp}_{os.getpid()}_{secrets.token_hex(2)}")
-    for sub in ("logs", "sockets", "gcs"):
-        os.makedirs(os.path.join(path, sub), exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
 
 
 def write_token(session_dir, token):
@@ -121,7 +118,6 @@ class Node:
         self.node_ip_address = node_ip_address
         self.port = port
         self.num_data_shards = num_data_shards
-        self.session_dir = session_dir or new_session_dir()
         self.password = password or secrets.token_hex(16)
         self.gcs_address = gcs_address
         self.num_cpus = default_num_cpus() if num_cpus is None else num_cpus
@@ -133,6 +129,11 @@ class Node:
         import psutil
         self.resources.setdefault("memory", float(max(
             0, psutil.virtual_memory().available - self.object_store_memory)))
+        # Held (and handed to the raylet and GCS shards) while the node runs: see sessions.
+        if session_dir is None:
+            self.session_dir, self._session_lock = sessions.create(ROOT_DIR)
+        else:
+            self.session_dir, self._session_lock = session_dir, sessions.hold(session_dir)
         self.shards = []
         self.raylet = None
         self.node_id = None
@@ -147,7 +148,8 @@ class Node:
                 from rayx.gcs import start_gcs
                 self.shards = start_gcs(os.path.join(self.session_dir, "gcs"), self.password,
                                         num_data_shards=self.num_data_shards, primary_port=self.port,
-                                        host=self.node_ip_address, die_with_parent=not self.detached)
+                                        host=self.node_ip_address, die_with_parent=not self.detached,
+                                        pass_fds=(self._session_lock,))
                 self.gcs_address = self.shards[0].address
             elif not os.path.exists(os.path.join(self.session_dir, "token")):
                 write_token(self.session_dir, self.password)
@@ -176,9 +178,9 @@ class Node:
         }
         log = open(os.path.join(self.session_dir, "logs", "raylet.err"), "ab")
         self.raylet = subprocess.Popen(
-            [sys.executable, "-m", "rayx.raylet.main"],
+            python_command("rayx.raylet.main"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-            start_new_session=self.detached, close_fds=True,
+            start_new_session=True, close_fds=True, pass_fds=(self._session_lock,),
             env=dict(os.environ, RAYX_GCS_ADDRESS=self.gcs_address, RAYX_SESSION_DIR=self.session_dir),
         )
         log.close()
@@ -213,6 +215,10 @@ class Node:
             from rayx.gcs import stop_gcs
             stop_gcs(self.shards)
             self.shards = []
+        if self._session_lock is not None:
+            sessions.release(self._session_lock)
+            self._session_lock = None
+            sessions.prune(ROOT_DIR)
 
     def record(self):
         """What ``rayx stop``/``status`` and ``init(address="auto")`` need to find this node."""
@@ -235,6 +241,39 @@ def read_cluster_file():
         return None
 
 
+def live_cluster_record():
+    """The record of the cluster ``rayx start`` runs on this machine, or None. A record
+    whose session has ended (every process of it is gone) is deleted, not returned."""
+    record = read_cluster_file()
+    if record is None:
+        return None
+    if record.get("session_dir") and sessions.is_live(record["session_dir"]):
+        return record
+    _remove_cluster_file()
+    return None
+
+
+def _remove_cluster_file():
+    try:
+        os.unlink(CLUSTER_FILE)
+    except OSError:
+        pass
+
+
+def check_reachable(address, timeout=5.0):
+    """Raise ValueError for an address that is not HOST:PORT, ConnectionError naming
+    it when nothing accepts connections there (before any token is asked for)."""
+    host, sep, port = str(address).rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"a cluster address is HOST:PORT (or 'auto', 'local'), got {address!r}")
+    import socket
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"could not reach the rayx GCS at {address}: {exc.strerror or exc}; "
+                              "is a head node (`rayx start --head`) running there?") from None
+
+
 def write_cluster_file(record):
     os.makedirs(ROOT_DIR, exist_ok=True)
     fd = os.open(CLUSTER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -244,7 +283,7 @@ def write_cluster_file(record):
 
 def stop_recorded_cluster():
     """Stop the node(s) recorded by ``rayx start``; returns how many processes were stopped."""
-    record = read_cluster_file()
+    record = live_cluster_record()   # None too when its processes are gone (their pids may be reused)
     if not record:
         return 0
     pids = []
@@ -261,8 +300,6 @@ def stop_recorded_cluster():
         arena = node.get("arena_path")
         if arena and os.path.exists(arena):
             os.unlink(arena)
-    try:
-        os.unlink(CLUSTER_FILE)
-    except OSError:
-        pass
+    _remove_cluster_file()
+    sessions.prune(ROOT_DIR)
     return len(pids)

@@ -1,16 +1,33 @@
 """Fixtures that start real rayx nodes (GCS shards, a raylet, workers) and make
-sure every process and arena file they started is gone afterwards."""
+sure every process and arena file they started is gone afterwards.
+
+The test run gets a RAYX_TMPDIR of its own (inside the one set outside, if any),
+removed at the end, so session directories never pile up; it is set before rayx
+is imported (rayx.node reads it at import) and child processes inherit it.
+"""
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
 import psutil
 import pytest
 
-import rayx
+_OUTER_TMPDIR = os.environ.get("RAYX_TMPDIR")
+if _OUTER_TMPDIR:
+    os.makedirs(_OUTER_TMPDIR, exist_ok=True)
+RUN_TMPDIR = tempfile.mkdtemp(prefix="rayx-tests-", dir=_OUTER_TMPDIR)
+os.environ["RAYX_TMPDIR"] = RUN_TMPDIR
+
+import rayx  # noqa: E402  (after RAYX_TMPDIR is set)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(RUN_TMPDIR, ignore_errors=True)
 
 
 def rayx_processes():

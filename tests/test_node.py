@@ -1,5 +1,6 @@
 """A node's life and its scheduler: resources, crashes and retries, clean
 shutdown, and drivers joining a node started by ``rayx start``."""
+import json
 import os
 import signal
 import time
@@ -8,6 +9,7 @@ import psutil
 import pytest
 
 import rayx
+from conftest import HeadNode
 from rayx.exceptions import WorkerCrashedError
 
 
@@ -213,3 +215,63 @@ def test_rayx_start_and_second_driver(head_node):
     for _ in range(2):  # two drivers, one after the other, share the cluster
         out = head_node.run_driver(driver)
         assert "RESULT 285" in out.stdout, out.stderr
+
+
+def test_init_without_address_joins_the_running_cluster(head_node):
+    """Ray's order: address argument, RAY(X)_ADDRESS, the cluster `rayx start` runs here,
+    else a new local one; resources are not given when joining."""
+    record = json.loads(head_node.record_path.read_text())
+    out = head_node.run_driver("""
+        import pytest
+        import rayx
+
+        ctx = rayx.init()
+        assert rayx.api._node is None, "init() started a cluster of its own"
+        print("SESSION", ctx.address_info["session_dir"])
+
+        @rayx.remote
+        def square(x):
+            return x * x
+
+        print("RESULT", rayx.get(square.remote(7)))
+        rayx.shutdown()
+        with pytest.raises(ValueError, match="must not be given"):
+            rayx.init(num_cpus=2)
+        ctx = rayx.init(address="local", num_cpus=1, object_store_memory=64 << 20)
+        assert rayx.api._node is not None
+        print("LOCAL", ctx.address_info["session_dir"])
+        rayx.shutdown()
+    """)
+    assert "RESULT 49" in out.stdout, out.stderr
+    assert f"SESSION {record['session_dir']}" in out.stdout
+    assert "LOCAL" in out.stdout and f"LOCAL {record['session_dir']}" not in out.stdout
+
+
+def test_a_dead_cluster_record_is_ignored_and_removed(head_node):
+    record_text = head_node.record_path.read_text()
+    assert not head_node.stop()
+    head_node.record_path.write_text(record_text)    # as if its processes had been SIGKILLed
+    out = head_node.run_driver("""
+        import rayx
+        rayx.init(num_cpus=1, object_store_memory=64 << 20)
+        assert rayx.api._node is not None
+        print("RESULT", rayx.get(rayx.put(5)))
+        rayx.shutdown()
+    """)
+    assert "RESULT 5" in out.stdout, out.stderr
+    assert not head_node.record_path.exists()
+
+
+def test_an_unreachable_address_is_named(tmp_path):
+    node = HeadNode(tmp_path)
+    out = node.cli("start", "--address", "127.0.0.1:1", check=False)
+    assert out.returncode != 0
+    assert "127.0.0.1:1" in out.stderr and "RAYX_CLUSTER_TOKEN" not in out.stderr, out.stderr
+    out = node.run_driver("""
+        import pytest
+        import rayx
+        with pytest.raises(ConnectionError, match="127.0.0.1:1"):
+            rayx.init(address="127.0.0.1:1")
+        print("OK", rayx.is_initialized())
+    """)
+    assert "OK False" in out.stdout, out.stderr

@@ -239,6 +239,36 @@ def test_list_nodes_and_objects(rayx_fresh):
     assert summary["per_node"][node_id]["bytes"] == summary["total_bytes"] >= 1_610_000
 
 
+def test_rows_allow_attribute_access(rayx_fresh):
+    """Ray's state rows are read as ``t.state`` as well as ``t["state"]``."""
+    ref = square.remote(4)
+    counter = Counter.remote()
+    assert rayx.get([ref, counter.incr.remote()]) == [16, 1]
+    finished([task_id_of(ref)])
+    [task] = state.list_tasks(filters=[("task_id", "=", task_id_of(ref))])
+    assert task.state == task["state"] == "FINISHED" and task.name.endswith("square")
+    assert state.get_task(task.task_id).pid == task.pid
+    actor = poll(lambda: state.list_actors(filters=[("class_name", "=", "Counter"), ("state", "=", "ALIVE")]))[0]
+    assert actor.actor_id == counter._actor_id.hex() == state.get_actor(actor.actor_id).actor_id
+    [node] = state.list_nodes()
+    assert node.is_head and node.resources_total["CPU"] == 2
+    obj = poll(lambda: state.list_objects(filters=[("object_id", "=", ref.hex())]))[0]
+    assert obj.creator.endswith("square") and obj.size == obj["size"]
+    assert json.loads(json.dumps(task)) == dict(task)
+    with pytest.raises(AttributeError, match="no field 'no_such_field'"):
+        task.no_such_field
+
+
+def test_python_m_rayx_and_version():
+    from importlib.metadata import version
+    out = subprocess.run([sys.executable, "-m", "rayx", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"rayx, version {rayx.__version__}" == f"rayx, version {version('rayx')}"
+    out = subprocess.run([sys.executable, "-m", "rayx", "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "Usage: rayx" in out.stdout and "start" in out.stdout, out.stderr
+
+
 def _start_cluster(env):
     subprocess.run(CLI + ["start", "--head", "--port", "0", "--num-cpus", "2",
                           "--object-store-memory", str(128 << 20)],

@@ -1,10 +1,28 @@
-"""Process helpers: tying a child's life to its parent's, stopping process trees."""
+"""Process helpers: starting rayx's own Python children, tying a child's life to its
+parent's, stopping process trees."""
 import ctypes
 import os
 import signal
 import subprocess
+import sys
 
 _PR_SET_PDEATHSIG = 1
+
+# The directory holding the ``rayx`` package this process runs.
+RAYX_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# ``python -m`` and ``python -c`` put the working directory first on sys.path, so
+# a child started from a directory holding another rayx tree (an unbuilt checkout)
+# would import that one. The child imports rayx from RAYX_ROOT first, then takes
+# RAYX_ROOT off sys.path again: the rest of its path is what it would be anyway.
+_LAUNCH = ("import sys; sys.path.insert(0, {root!r}); import rayx; sys.path.remove({root!r}); "
+           "from {module} import main; main()")
+
+
+def python_command(module):
+    """argv running ``module.main()`` in a new interpreter with this process's rayx
+    (raylets, workers), whatever its working directory holds."""
+    return [sys.executable, "-c", _LAUNCH.format(root=RAYX_ROOT, module=module)]
 
 
 def die_with_parent(sig=signal.SIGKILL):

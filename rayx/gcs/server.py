@@ -103,7 +103,7 @@ class RedisShard:
     """One redis-server process: start, wait until ready, stop, restart."""
 
     def __init__(self, name, data_dir, password, port=0, host="127.0.0.1",
-                 fsync="everysec", die_with_parent=False):
+                 fsync="everysec", die_with_parent=False, pass_fds=()):
         if not password:
             raise ValueError("a GCS shard needs a password (the cluster token)")
         if fsync not in ("everysec", "always", "no"):
@@ -115,6 +115,7 @@ class RedisShard:
         self.port = int(port)
         self.fsync = fsync
         self.die_with_parent = die_with_parent
+        self.pass_fds = tuple(pass_fds)   # descriptors the process keeps (a session's lock)
         self._auto_port = self.port == 0
         self._proc = None
 
@@ -179,7 +180,7 @@ class RedisShard:
             self._proc = subprocess.Popen(
                 [find_redis_server(), conf],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                close_fds=True,
+                close_fds=True, pass_fds=self.pass_fds,
                 # Own session: a Ctrl-C in the driver's terminal must not kill
                 # the GCS; the owner stops it explicitly (or pdeathsig does).
                 start_new_session=True,
@@ -287,7 +288,7 @@ def _register_shards(primary, data_shards):
 
 
 def start_gcs(data_dir, password, num_data_shards=2, primary_port=0, host="127.0.0.1",
-              fsync="everysec", die_with_parent=False, timeout=10.0):
+              fsync="everysec", die_with_parent=False, timeout=10.0, pass_fds=()):
     """Start the primary and ``num_data_shards`` data shards; return them, primary first.
 
     Shards live in ``data_dir/gcs-primary`` and ``data_dir/gcs-data-<i>``;
@@ -298,11 +299,11 @@ def start_gcs(data_dir, password, num_data_shards=2, primary_port=0, host="127.0
     """
     shards = [RedisShard("primary", os.path.join(data_dir, "gcs-primary"), password,
                          port=primary_port, host=host, fsync=fsync,
-                         die_with_parent=die_with_parent)]
+                         die_with_parent=die_with_parent, pass_fds=pass_fds)]
     for i in range(num_data_shards):
         shards.append(RedisShard("data-%d" % i, os.path.join(data_dir, "gcs-data-%d" % i),
                                  password, port=0, host=host, fsync=fsync,
-                                 die_with_parent=die_with_parent))
+                                 die_with_parent=die_with_parent, pass_fds=pass_fds))
     try:
         for s in shards:          # all processes start concurrently...
             s._launch()

@@ -3,9 +3,13 @@ config on stdin (it holds the cluster token, so never on the command line).
 
 Creates the node's arena, connects to the GCS, starts the event loop and the
 worker pool, then prints one line ``READY <node id hex>`` on stdout so that the
-process that launched it knows it can connect. SIGTERM (or the death of the
-parent, when started by ``rayx.init()``) stops the node: workers are killed,
-the arena is unlinked and the socket removed.
+process that launched it knows it can connect. SIGTERM stops the node: the
+arena file and the raylet's socket are unlinked, workers are killed and their
+sockets removed, then the node is marked DEAD in the GCS. When started by
+``rayx.init()`` the raylet asks for SIGTERM at its parent's death, so a driver
+that dies however it dies (SIGKILL included) leaves no files behind. The raylet
+runs in its own session (see ``rayx.node``), so the signals of the driver's
+terminal (Ctrl-C) never reach it or its workers.
 """
 import asyncio
 import json
@@ -13,16 +17,15 @@ import logging
 import os
 import signal
 import sys
+import threading
+
+STOP_TIMEOUT_S = 8.0   # stopping takes at most this long (rayx.node waits 10 s, then SIGKILLs)
 
 
 def main():
     config = json.loads(sys.stdin.read())
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s raylet: %(message)s")
-    if config.get("die_with_parent"):
-        from rayx._private.process import die_with_parent
-        die_with_parent()
-
     from rayx._core.ids import NodeID
     from rayx._core.store import Arena
     from rayx.gcs import GcsClient
@@ -33,12 +36,54 @@ def main():
     os.makedirs(os.path.dirname(socket_path), exist_ok=True)
     if os.path.exists(socket_path):
         os.unlink(socket_path)
-    arena = Arena.create(config["arena_path"], int(config["object_store_memory"]))
-    gcs = GcsClient(config["gcs_address"], config["password"])
-
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    node_info = {
+    stopped = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):   # from now on a signal only sets `stopped`
+        loop.add_signal_handler(sig, stopped.set)
+    if config.get("die_with_parent"):
+        from rayx._private.process import die_with_parent
+        die_with_parent(signal.SIGTERM)
+    arena = Arena.create(config["arena_path"], int(config["object_store_memory"]))
+    gcs = raylet = None
+    try:
+        gcs = GcsClient(config["gcs_address"], config["password"])
+        raylet = Raylet(loop, node_id=node_id, session_dir=config["session_dir"], socket_path=socket_path,
+                        arena=arena, gcs=gcs, resources=config["resources"],
+                        min_workers=int(config["num_workers"]), node_info=_node_info(config, socket_path),
+                        token=config["password"])
+
+        async def run():
+            await raylet.start()
+            print("READY", node_id.hex(), flush=True)
+            await stopped.wait()
+
+        loop.run_until_complete(run())
+    finally:
+        # Files first, and a bound on the rest: telling the GCS the node is gone waits
+        # on a GCS that may be going away too (its shards die with the driver as well).
+        _exit_after(STOP_TIMEOUT_S)
+        arena.unlink(missing_ok=True)
+        try:
+            os.unlink(socket_path)
+        except OSError:
+            pass
+        try:
+            if raylet is not None:
+                raylet.stop()
+        finally:
+            if gcs is not None:
+                gcs.close()
+
+
+def _exit_after(seconds):
+    timer = threading.Timer(seconds, os._exit, args=(1,))
+    timer.daemon = True
+    timer.start()
+
+
+def _node_info(config, socket_path):
+    return {
         "node_name": config.get("node_ip_address", "127.0.0.1"),
         "node_ip_address": config.get("node_ip_address", "127.0.0.1"),
         "raylet_socket": socket_path,
@@ -48,30 +93,6 @@ def main():
         "is_head": bool(config.get("is_head")),
         "pid": os.getpid(),
     }
-    raylet = Raylet(loop, node_id=node_id, session_dir=config["session_dir"], socket_path=socket_path,
-                    arena=arena, gcs=gcs, resources=config["resources"],
-                    min_workers=int(config["num_workers"]), node_info=node_info,
-                    token=config["password"])
-    stopped = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopped.set)
-
-    async def run():
-        await raylet.start()
-        print("READY", node_id.hex(), flush=True)
-        await stopped.wait()
-
-    try:
-        loop.run_until_complete(run())
-    finally:
-        raylet.stop()
-        arena.unlink()
-        try:
-            os.unlink(socket_path)
-        except OSError:
-            pass
-        gcs.close()
-
 
 if __name__ == "__main__":
     main()

@@ -11,9 +11,9 @@ import collections
 import os
 import signal
 import subprocess
-import sys
 
 from rayx._core.ids import WorkerID
+from rayx._private.process import python_command
 
 IDLE = 0
 BUSY = 1
@@ -72,7 +72,7 @@ class WorkerPool:
         env["RAYX_RAYLET_SOCKET"] = self.socket_path
         env["RAYX_RAYLET_PID"] = str(os.getpid())
         process = subprocess.Popen(
-            [sys.executable, "-m", "rayx.worker_main"],
+            python_command("rayx.worker_main"),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=env, close_fds=True,
         )

@@ -5,10 +5,12 @@ import sys
 
 import click
 
+import rayx
 from rayx import node as node_mod
 
 
 @click.group()
+@click.version_option(rayx.__version__, "--version", prog_name="rayx", message="%(prog)s, version %(version)s")
 def main():
     """rayx: a distributed execution framework with Ray Core's API."""
 
@@ -32,8 +34,8 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
         raise click.BadParameter(f"--resources is not valid JSON: {exc}")
     if custom is not None and not isinstance(custom, dict):
         raise click.BadParameter("--resources must be a JSON object of name -> amount")
-    record = node_mod.read_cluster_file()
-    if head and record and _alive(record):
+    record = node_mod.live_cluster_record()
+    if head and record:
         raise click.ClickException(f"a rayx cluster is already running here (GCS {record['gcs_address']}); "
                                    "run `rayx stop` first")
     cpus = None if num_cpus is None else (int(num_cpus) if num_cpus == int(num_cpus) else num_cpus)
@@ -42,6 +44,10 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
                              object_store_memory=object_store_memory, node_ip_address=node_ip_address,
                              detached=True)
     else:
+        try:
+            node_mod.check_reachable(address)
+        except (ValueError, ConnectionError) as exc:
+            raise click.ClickException(str(exc))
         password = os.environ.get("RAYX_CLUSTER_TOKEN")
         if password is None and record and record.get("gcs_address") == address:
             password = node_mod.read_token(record["session_dir"])
@@ -62,15 +68,10 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
     node_mod.write_cluster_file(record)
     click.echo(f"rayx node started (node id {node.node_id.hex()}).")
     if head:
-        click.echo(f"To connect a driver:   rayx.init(address=\"auto\")   or   rayx.init(address=\"{node.gcs_address}\")")
+        click.echo(f"To connect a driver:   rayx.init()   or   rayx.init(address=\"{node.gcs_address}\")")
         click.echo(f"To add a node:         rayx start --address={node.gcs_address}")
         click.echo(f"The cluster token is in {node.session_dir}/token (mode 0600).")
     click.echo("To stop:              rayx stop")
-
-
-def _alive(record):
-    import psutil
-    return any(psutil.pid_exists(pid) for n in record.get("nodes", []) for pid in n.get("pids", []))
 
 
 @main.command()
@@ -81,7 +82,7 @@ def stop():
 
 
 def _connect_gcs():
-    record = node_mod.read_cluster_file()
+    record = node_mod.live_cluster_record()
     if not record:
         raise click.ClickException("no rayx cluster is running on this machine (start one with `rayx start --head`)")
     from rayx.gcs import GcsClient

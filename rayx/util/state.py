@@ -22,7 +22,8 @@ first if needed).
   object recorded, freed or not.
 * ``timeline_events``: task events as a Chrome trace (chrome://tracing, Perfetto).
 
-Ids are hex strings. ``filters`` are ``(key, op, value)`` with op ``=``/``==``/
+Rows are ``StateRow`` dicts that also allow attribute access (``t.state``), as
+Ray's rows do. Ids are hex strings. ``filters`` are ``(key, op, value)`` with op ``=``/``==``/
 ``!=``; a string value is converted to the type of the field it is compared
 with (so ``("pid", "=", "123")`` works). ``limit`` keeps the first rows after
 sorting.
@@ -55,6 +56,22 @@ _OPS = {
 }
 
 
+class StateRow(dict):
+    """A row of the state API: a dict (JSON, ``row["state"]``) whose keys are also
+    attributes (``row.state``), as Ray's state rows allow."""
+    __slots__ = ()
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"this {type(self).__name__} has no field {name!r} "
+                                 f"(fields: {', '.join(self)})") from None
+
+    def __dir__(self):
+        return list(super().__dir__()) + list(self)
+
+
 def _gcs(gcs=None):
     if gcs is not None:
         return gcs
@@ -72,7 +89,7 @@ def _hex_or_none(value):
 
 
 def _actor_dict(record):
-    out = {}
+    out = StateRow()
     for field in ACTOR_FIELDS:
         value = record.get(field)
         if field in ("actor_id", "node_id", "job_id"):
@@ -179,7 +196,7 @@ def summarize_actors(gcs=None):
 
 def _node_dict(record, now, detail):
     alive = record.get("state") == "ALIVE" and now - record.get("heartbeat", 0) < NODE_TIMEOUT_S
-    item = {
+    item = StateRow({
         "node_id": _hex_or_none(record.get("node_id")),
         "state": "ALIVE" if alive else "DEAD",
         "node_ip_address": record.get("node_ip_address") or "",
@@ -191,7 +208,7 @@ def _node_dict(record, now, detail):
         "pending_tasks": int(record.get("pending_tasks") or 0),
         "running_tasks": int(record.get("running_tasks") or 0),
         "last_heartbeat": record.get("heartbeat"),
-    }
+    })
     if detail:
         for key, value in record.items():
             item.setdefault(key, _hex(value))
@@ -227,7 +244,7 @@ def _task_dict(task_id, spec, event, detail):
     if event is not None:
         start, end = event.get("start_time"), event.get("end_time")
         task_type = event.get("task_type", spec.task_type if spec is not None else 0)
-        item = {
+        item = StateRow({
             "task_id": task_id.hex(),
             "name": event.get("name") or (spec.function_name if spec is not None else ""),
             "state": event.get("state") or "FINISHED",
@@ -241,9 +258,9 @@ def _task_dict(task_id, spec, event, detail):
             "end_time": end,
             "duration_s": (end - start) if start is not None and end is not None else None,
             "error_type": event.get("error_type") or "",
-        }
+        })
     else:
-        item = {
+        item = StateRow({
             "task_id": task_id.hex(),
             "name": spec.function_name,
             "state": PENDING_OR_RUNNING,
@@ -257,7 +274,7 @@ def _task_dict(task_id, spec, event, detail):
             "end_time": None,
             "duration_s": None,
             "error_type": "",
-        }
+        })
     if detail:
         if event is not None:
             item["worker_id"] = _hex_or_none(event.get("worker_id"))
@@ -370,7 +387,7 @@ def _object_dicts(gcs):
     for object_id, (node_id, size, copies) in objects.items():
         is_put = len(object_id) == 20 and bool(int.from_bytes(object_id[16:20], "little") & PUT_BIT)
         task_name = names.get(object_id[:16], "")
-        items.append({
+        items.append(StateRow({
             "object_id": object_id.hex(),
             "size": size,
             "node_id": _hex_or_none(node_id),
@@ -379,7 +396,7 @@ def _object_dicts(gcs):
             "is_put": is_put,
             "creator": "(put)" if is_put else (task_name or "?"),
             "task_name": task_name,
-        })
+        }))
     items.sort(key=lambda o: o["object_id"])
     return items
 
