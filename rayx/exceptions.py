@@ -198,9 +198,9 @@ def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
     return RayTaskError(function_name, traceback_str, cause, None, pid, ip).as_instanceof_cause()
 
 
-__all__ = [name for name, value in list(globals().items())
-           if isinstance(value, type) and issubclass(value, BaseException)]
-
-
 class PendingCallsLimitExceeded(RayError):
     """An actor handle already has ``max_pending_calls`` calls whose results are not in."""
+
+
+__all__ = [name for name, value in list(globals().items())
+           if isinstance(value, type) and issubclass(value, BaseException)]
