@@ -11,3 +11,10 @@ def wait_for(predicate, timeout=30):
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def connections(process, kind):
+    """``process``'s sockets of ``kind``: psutil 6 renamed ``connections`` to
+    ``net_connections``; the declared range starts before the rename."""
+    method = getattr(process, "net_connections", None) or process.connections
+    return method(kind)

@@ -15,6 +15,8 @@ import time
 import psutil
 import pytest
 
+from helpers import connections
+
 from rayx.gcs import (
     CLUSTER_TABLES,
     AuthenticationError,
@@ -110,7 +112,7 @@ def test_password_required(gcs):
 def test_binds_loopback_only(gcs):
     for s in gcs:
         proc = psutil.Process(s.pid)
-        conns = proc.net_connections("tcp") if hasattr(proc, "net_connections") else proc.connections("tcp")
+        conns = connections(proc, "tcp")
         listening = [c.laddr for c in conns if c.status == psutil.CONN_LISTEN]
         assert listening, "shard %s listens nowhere" % s.name
         assert all(addr.ip == "127.0.0.1" and addr.port == s.port for addr in listening)

@@ -11,7 +11,7 @@ import textwrap
 import psutil
 import pytest
 
-from helpers import wait_for
+from helpers import connections, wait_for
 
 REAL_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,7 +73,7 @@ class Driver:
         paths = set()
         for child in self.children:
             try:
-                paths.update(c.laddr for c in child.net_connections(kind="unix") if c.laddr)
+                paths.update(c.laddr for c in connections(child, "unix") if c.laddr)
             except psutil.NoSuchProcess:
                 pass
         return paths
