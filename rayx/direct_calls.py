@@ -523,8 +523,7 @@ class ActorChannel:
                 continue
             call.lost = False
             spec = call.spec
-            if spec.max_retries < 0 or spec.attempt < spec.max_retries:
-                spec.attempt += 1
+            if spec.take_retry():
                 continue
             self.calls.fail(call, ActorDiedError(
                 f"The actor {spec.function_name.rpartition('.')[0]} died while running "

@@ -569,12 +569,11 @@ class Executor:
         """A direct call that raised a retryable error runs again at once (the raylet
         retries the calls it sent). True if it is to run again."""
         _, error, retryable = outcome
-        max_retries = spec.max_retries
-        if route is None or not retryable or not (max_retries < 0 or spec.attempt < max_retries):
+        if route is None or not retryable or not spec.retries_left():
             return False
         self.core.leave_task()
         self._events.record(spec, start, error)
-        spec.attempt += 1
+        spec.take_retry()
         return True
 
     def _begin_call(self, spec):

@@ -275,8 +275,7 @@ class TaskLeases:
                 spec = call.spec
                 if call.cancelled:
                     failed.append((call, _cancelled_error(spec, f"its worker (pid={lease.pid}) was killed")))
-                elif spec.max_retries < 0 or spec.attempt < spec.max_retries:
-                    spec.attempt += 1
+                elif spec.take_retry():
                     retried.append(call)
                 else:
                     failed.append((call, WorkerCrashedError.for_task(

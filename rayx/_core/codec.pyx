@@ -843,6 +843,18 @@ cdef class TaskSpec:
                 out.append(a[2])
         return out
 
+    cpdef bint retries_left(self):
+        """The retry rule, for every path a task or actor call takes: another attempt
+        is allowed while ``attempt`` is below ``max_retries`` (negative: no limit)."""
+        return self.max_retries < 0 or self.attempt < self.max_retries
+
+    cpdef bint take_retry(self):
+        """Count one more attempt if the retry rule allows it; True if it did."""
+        if self.max_retries < 0 or self.attempt < self.max_retries:
+            self.attempt += 1
+            return True
+        return False
+
     cpdef tuple shape_key(self):
         """Hashable, canonical key of the resource request: sorted (name, float amount)
         pairs, zero amounts left out."""

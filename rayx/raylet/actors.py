@@ -273,8 +273,7 @@ class ActorManager:
         task = actor.inflight.pop(task_id, None)
         if task is None:
             return
-        if retryable and task.retries_left():
-            task.spec.attempt += 1
+        if retryable and task.spec.take_retry():
             self._requeue(actor, task)
             return
         self.raylet.finish_task(task, results)
@@ -364,8 +363,7 @@ class ActorManager:
             actor.state = RESTARTING
             self._publish(actor)
             for task in list(actor.inflight.values()):
-                if task.retries_left():
-                    task.spec.attempt += 1
+                if task.spec.take_retry():
                     self._requeue(actor, task)
                 else:
                     self._fail_call(actor, task, actor.death_reason + "; the call was running and "

@@ -735,7 +735,7 @@ class Raylet:
             self._schedule_dispatch()
             return
         self._record_duration(task)
-        if retryable and task.retries_left():
+        if retryable and task.spec.take_retry():
             self._retry(task)
         else:
             self.finish_task(task, results)
@@ -767,7 +767,7 @@ class Raylet:
             worker.allocation = None
 
     def _retry(self, task):
-        task.spec.attempt += 1
+        """Run again a task whose spec counted the attempt (``take_retry``)."""
         task.worker = None
         task.state = t.READY
         self.ready.push_front(task)
@@ -916,7 +916,7 @@ class Raylet:
                 task.spec.task_id.hex(), f"The task {task.spec.function_name} was cancelled "
                 f"(its worker, pid={worker.pid}, was killed)"))
         elif task is not None and not self._stopping:
-            if task.retries_left():
+            if task.spec.take_retry():
                 self._retry(task)
             else:
                 self.fail_task(task, WorkerCrashedError.for_task(

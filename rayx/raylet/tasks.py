@@ -39,10 +39,6 @@ class Task:
         if self.missing == 0:
             self.on_ready(self)
 
-    def retries_left(self):
-        max_retries = self.spec.max_retries
-        return max_retries < 0 or self.spec.attempt < max_retries
-
 
 class ReadyQueues:
     """FIFO queues of ready tasks, one per resource shape."""
