@@ -42,6 +42,7 @@ import cloudpickle
 
 from rayx import protocol as p
 from rayx import serialization
+from rayx._private import sessions
 from rayx.call_threads import CallThreads
 from rayx._core import codec
 from rayx._core.ids import TaskID
@@ -143,7 +144,7 @@ class Executor:
         """Open this worker's own socket (for leased tasks, and for direct calls once it
         hosts an actor) and tell the raylet."""
         session_dir = self.core.node_info.get("session_dir", "")
-        path = p.session_socket_path(session_dir, f"worker-{os.getpid()}-{os.urandom(3).hex()}.sock")
+        path = sessions.session_socket_path(session_dir, f"worker-{os.getpid()}-{os.urandom(3).hex()}.sock")
         try:
             self._listener = p.PeerListener(self.core.conn, path, self._on_direct_message, _ignore)
         except OSError:
@@ -365,7 +366,7 @@ class Executor:
     def _constructor_failed(self, spec, results):
         """Report the actor dead with its constructor's error, then exit."""
         cause = serialization.deserialize(results[0][1]).error
-        error = ActorDiedError(f"The actor {p.actor_class_name(spec)} is dead: its constructor raised "
+        error = ActorDiedError(f"The actor {spec.actor_class_name()} is dead: its constructor raised "
                                f"{cause}", actor_id=spec.actor_id.hex(), cause=cause)
         death = serialization.serialize_error(error).to_bytes()
         self._events.flush()
@@ -614,7 +615,7 @@ class Executor:
 
     def _exit_actor(self, spec, reason, route=None):
         """End this actor for good: the current call fails, the raylet is told, the process exits."""
-        error = ActorDiedError(f"The actor {p.actor_class_name(self.actor_spec)} is dead: {reason}.")
+        error = ActorDiedError(f"The actor {self.actor_spec.actor_class_name()} is dead: {reason}.")
         if spec.method_name != TERMINATE_METHOD:
             results = self.fixed_error_results(spec, error)
         else:

@@ -137,7 +137,7 @@ class Node:
         self.shards = []
         self.raylet = None
         self.node_id = None
-        self.socket_path = protocol.session_socket_path(self.session_dir, f"raylet-{secrets.token_hex(4)}.sock")
+        self.socket_path = sessions.session_socket_path(self.session_dir, f"raylet-{secrets.token_hex(4)}.sock")
         self.arena_path = f"/dev/shm/rayx-{os.path.basename(self.session_dir)[-16:]}-{secrets.token_hex(4)}"
 
     def start(self, timeout=30.0):

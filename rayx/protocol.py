@@ -586,18 +586,3 @@ class PeerListener:
             os.unlink(self.path)
         except OSError:
             pass
-
-
-def socket_path(session_dir, node_name="raylet"):
-    return os.path.join(session_dir, "sockets", node_name + ".sock")
-
-
-def session_socket_path(session_dir, name):
-    """A Unix socket path in the session, or in /tmp when that would pass the 107-byte limit."""
-    path = os.path.join(session_dir, "sockets", name)
-    return path if len(path) < 100 else os.path.join("/tmp", "rayx-" + name)
-
-
-def actor_class_name(creation_spec):
-    """An actor's class name, from its creation task's name ("Counter.__init__", as Ray names it)."""
-    return creation_spec.function_name.rpartition(".")[0]

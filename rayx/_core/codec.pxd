@@ -37,6 +37,7 @@ cdef class TaskSpec:
     cpdef list return_ids(self)
     cpdef list arg_refs(self)
     cpdef tuple shape_key(self)
+    cpdef str actor_class_name(self)
     cpdef bint retries_left(self)
     cpdef bint take_retry(self)
     cdef tuple _astuple(self)

@@ -843,6 +843,11 @@ cdef class TaskSpec:
                 out.append(a[2])
         return out
 
+    cpdef str actor_class_name(self):
+        """The class name of an actor, from its creation task's name ("Counter.__init__",
+        as Ray names it) or one of its calls' ("Counter.inc")."""
+        return self.function_name.rpartition(".")[0]
+
     cpdef bint retries_left(self):
         """The retry rule, for every path a task or actor call takes: another attempt
         is allowed while ``attempt`` is below ``max_retries`` (negative: no limit)."""

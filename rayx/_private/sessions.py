@@ -140,3 +140,9 @@ def _point_latest(root, name):
     tmp = f"{link}.{secrets.token_hex(4)}"
     os.symlink(name, tmp)
     os.replace(tmp, link)
+
+
+def session_socket_path(session_dir, name):
+    """A Unix socket path in the session, or in /tmp when that would pass the 107-byte limit."""
+    path = os.path.join(session_dir, "sockets", name)
+    return path if len(path) < 100 else os.path.join("/tmp", "rayx-" + name)

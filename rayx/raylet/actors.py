@@ -171,7 +171,7 @@ class ActorManager:
             worker.allocation = raylet.resources.try_acquire({})
         actor.worker = worker
         actor.state = ALIVE
-        worker.display_name = p.actor_class_name(actor.spec)
+        worker.display_name = actor.spec.actor_class_name()
         self._publish(actor)
         for caller in actor.callers.values():
             self._pump(actor, caller)
@@ -445,7 +445,7 @@ class ActorManager:
         if actor is not None and actor.death_data and reason == actor.death_reason:
             data = actor.death_data
         else:
-            name = p.actor_class_name(actor.spec) if actor is not None else "unknown"
+            name = actor.spec.actor_class_name() if actor is not None else "unknown"
             error = ActorDiedError(f"The actor {name} is dead: {reason}.",
                                    actor_id=task.spec.actor_id.hex())
             data = serialization.serialize_error(error).to_bytes()
@@ -461,7 +461,7 @@ class ActorManager:
         record = {
             "actor_id": actor.actor_id,
             "state": actor.state,
-            "class_name": p.actor_class_name(spec),
+            "class_name": spec.actor_class_name(),
             "name": spec.actor_name,
             "namespace": spec.namespace,
             "node_id": raylet.node_id,

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 
+from rayx import messages
 from rayx import protocol as p
 from rayx import serialization
 from rayx._core import codec
@@ -159,21 +160,21 @@ class Raylet:
         self._durations = {}           # function id -> average seconds per run
         self._unplaced_retry = 0.0
         self._subscription = None
-        self._handlers = {
-            p.REGISTER: self._on_register,
-            p.SUBMIT: self._on_submit,
-            p.PUT: self._on_put,
-            p.WAIT: self._on_wait,
-            p.CANCEL_WAIT: self._on_cancel_wait,
-            p.TASK_DONE: self._on_task_done,
-            p.REFS: self._on_refs,
-            p.REQUEST: self._on_request,
-            p.ACTOR_EXIT: self._on_actor_exit,
-            p.GIVE_BACK: self._on_give_back,
-            p.LISTENING: self._on_listening,
-            p.NOW_RUNNING: self._on_now_running,
-            p.RETURN_LEASES: self._on_return_leases,
-        }
+        self._handlers = messages.handlers({
+            messages.REGISTER: self._on_register,
+            messages.SUBMIT: self._on_submit,
+            messages.PUT: self._on_put,
+            messages.WAIT: self._on_wait,
+            messages.CANCEL_WAIT: self._on_cancel_wait,
+            messages.TASK_DONE: self._on_task_done,
+            messages.REFS: self._on_refs,
+            messages.REQUEST: self._on_request,
+            messages.ACTOR_EXIT: self._on_actor_exit,
+            messages.GIVE_BACK: self._on_give_back,
+            messages.LISTENING: self._on_listening,
+            messages.NOW_RUNNING: self._on_now_running,
+            messages.RETURN_LEASES: self._on_return_leases,
+        }, leading=("conn",))
 
     # ------------------------------------------------------------------ life
 
@@ -320,13 +321,13 @@ class Raylet:
                 objects.incref(object_id)
         self.submit(spec, conn)
 
-    def _on_put(self, conn, object_id, data, size, nested, is_error=False, held=True):
+    def _on_put(self, conn, object_id, data, size, nested_refs, is_error=False, held=True):
         if held and object_id not in conn.held:
             # The putter holds it from now on (it sends no REFS for it), so its
             # drop, however soon, frees the object.
             conn.held.add(object_id)
             self.objects.incref(object_id)
-        self.objects.mark_ready(object_id, data, size, nested, is_error)
+        self.objects.mark_ready(object_id, data, size, nested_refs, is_error)
         self._record_object(object_id, size)
 
     def _on_listening(self, conn, path):
@@ -715,7 +716,7 @@ class Raylet:
         worker.display_name = spec.function_name.rpartition(".")[2]
         worker.job_id = spec.job_id
         if spec.task_type == codec.ACTOR_CREATION_TASK:
-            worker.display_name = p.actor_class_name(spec)
+            worker.display_name = spec.actor_class_name()
             worker.actor_id = spec.actor_id
             self.actors.placed(spec.actor_id, worker)
         worker.conn.send((p.EXECUTE, spec, self.argument_values(task), allocation.gpu_ids()))
@@ -841,7 +842,7 @@ class Raylet:
 
     def object_arrived(self, object_id, data, size, nested, is_error):
         """A pull finished: the object is local now."""
-        self.objects.mark_ready(object_id, data, size, nested, is_error)
+        self.objects.mark_ready(object_id, data, size, nested_refs, is_error)
         self._record_object(object_id, size, copy=True)
 
     def release_owner_pins(self, object_ids):
