@@ -270,6 +270,16 @@ def test_hashes_and_sets(client):
     assert client.hgetall("objects", b"o1") == {b"node-b": b"2"}
     assert client.hgetall("objects", b"none") == {}
 
+    # scan_hashes reads every hash row over the shards, and only hash rows
+    hashes = {b"h%d" % i: {b"node-%d" % i: b"%d" % i} for i in range(50)}
+    for key, fields in hashes.items():
+        for field, value in fields.items():
+            client.hset("copies", key, field, value)
+    client.put("copies", b"a-string", b"row")
+    assert client.scan_hashes("copies") == hashes
+    assert client.scan("copies") == {b"a-string": b"row"}
+    assert client.scan_hashes("copies_extra") == {}
+
     client.sadd("locations", b"o1", b"n1")
     client.sadd("locations", b"o1", b"n2")
     client.sadd("locations", b"o1", b"n2")

@@ -6,7 +6,8 @@ A table is a Redis key space: the row ``key`` of table ``T`` is the Redis key
 Where a row lives.  The cluster-level tables (CLUSTER_TABLES, marked in
 tables.py, where every table is defined: nodes, jobs, named actors) are small
 and read as a whole, so they live on the primary shard.  Every other table
-(functions, actors, tasks, objects, ...) is spread over the data shards by ``zlib.crc32(key) % len(data_shards)``, where
+(functions, actors, tasks, objects, ...) is spread over the data shards by
+``zlib.crc32(key) % len(data_shards)``, where
 ``key`` is the row key *without* the table prefix: the ids are random, so any
 stable function balances, and rows of different tables about the same id
 land on the same shard.  The order of the data shards is the order of the

@@ -104,7 +104,7 @@ def status():
 
 def format_status(infos):
     """The status report of the cluster whose node records are ``infos``; a node
-    silent for longer than HEARTBEAT_TIMEOUT_S shows as DEAD."""
+    silent for longer than ``tables.HEARTBEAT_TIMEOUT_S`` shows as DEAD."""
     lines = ["======== rayx cluster status ========", "Nodes"]
     now = time.time()
     alive = [i for i in infos if tables.is_responsive(i, now)]

@@ -2,10 +2,10 @@
 
 Every function reads the GCS tables directly, through their definitions in
 ``rayx.gcs.tables``, so any process connected to the cluster sees the whole
-cluster; the ``rayx list``, ``rayx memory`` and
-``rayx timeline`` commands are built on them (they pass their own GcsClient as
-``gcs=``; otherwise the driver's connection is used, calling ``rayx.init()``
-first if needed).
+cluster; the ``rayx list``, ``rayx memory`` and ``rayx timeline`` commands are
+built on them (they pass their own GcsClient as ``gcs=``; otherwise the
+driver's connection is used, calling ``rayx.init()`` first if needed). A row
+that does not decode is left out.
 
 * ``list_actors``: the ``actors`` table (one record per actor, written by the
   raylet that hosts it on every state change).
