@@ -7,7 +7,7 @@ global scheduler. As Ray's ``ray.cluster_utils.Cluster``.
 import time
 
 from rayx import api
-from rayx._core import codec
+from rayx.gcs import GcsClient, tables
 from rayx.node import Node
 
 
@@ -48,7 +48,7 @@ class Cluster:
             node.start()
             self.worker_nodes.append(node)
         if wait:
-            self._wait_for(lambda states: states.get(node.node_id) == "ALIVE")
+            self._wait_for(lambda nodes: node.node_id in nodes)
         return node
 
     def remove_node(self, node, wait=True):
@@ -58,28 +58,28 @@ class Cluster:
             return
         self.worker_nodes.remove(node)
         if wait:
-            self._wait_for(lambda states: states.get(node.node_id) != "ALIVE")
+            self._wait_for(lambda nodes: node.node_id not in nodes)
 
-    def _node_states(self):
-        from rayx.gcs import GcsClient
+    def _alive_nodes(self):
         gcs = GcsClient(self.address, self.password)
         try:
-            return {key: codec.loads(blob).get("state") for key, blob in gcs.scan("nodes").items()}
+            return tables.alive_nodes(gcs)
         finally:
             gcs.close()
 
     def _wait_for(self, condition, timeout=60.0):
+        """Until ``condition`` holds of the records of the alive nodes, by node id."""
         deadline = time.time() + timeout
         while time.time() < deadline:
-            if condition(self._node_states()):
+            if condition(self._alive_nodes()):
                 return
             time.sleep(0.05)
         raise TimeoutError("the cluster did not reach the expected node states in time")
 
     def wait_for_nodes(self, timeout=60.0):
-        """Wait until every node of this Cluster is ALIVE in the GCS."""
+        """Wait until every node of this Cluster is alive in the GCS."""
         ids = [n.node_id for n in [self.head_node] + self.worker_nodes]
-        self._wait_for(lambda states: all(states.get(i) == "ALIVE" for i in ids), timeout)
+        self._wait_for(lambda nodes: all(i in nodes for i in ids), timeout)
 
     def connect(self, namespace=None):
         api.init(address=self.address, _redis_password=self.password, namespace=namespace)

@@ -141,11 +141,10 @@ class TaskEvents:
             pass
 
 
-def decode_events(blob):
+def decode_events(row):
     """The event dicts in one row of the table (task_id, name, job_id, actor_id,
     task_type, attempt, start_time, end_time, state, error_type, and the worker's
     node_id, node_ip_address, worker_id, pid)."""
-    row = codec.loads(blob)
     common = row["common"]
     decoded = []
     for (task_id, name, job_id, actor_id, task_type, attempt, start, end,
@@ -158,12 +157,12 @@ def decode_events(blob):
     return decoded
 
 
-def latest_events(blobs):
+def latest_events(rows):
     """{task id: its latest event} over rows of the table (a retry's event wins)."""
     latest = {}
-    for blob in blobs:
+    for row in rows:
         try:
-            events = decode_events(blob)
+            events = decode_events(row)
         except Exception:
             continue
         for event in events:

@@ -1,7 +1,7 @@
 """Tests of the GCS: real redis-server shards, the connection and GcsClient.
 
 Every test that starts shards does it in its own tmp dir through the ``gcs``
-fixture (or start_gcs directly) and the teardown asserts with psutil that
+fixture (or ``helpers.running_gcs``), which asserts with psutil at the end that
 none of the processes is left.  No timing assertions: only generous timeouts.
 """
 
@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from helpers import connections
+from helpers import assert_gone, connections, running_gcs, wait_for
 
 from rayx.gcs import (
     CLUSTER_TABLES,
@@ -26,47 +26,16 @@ from rayx.gcs import (
     RedisError,
     RedisShard,
     find_redis_server,
-    start_gcs,
-    stop_gcs,
 )
 from rayx.gcs.server import SHARDS_KEY
 
 PASSWORD = "test-token-\"quoted\" \\ and spaces"
 
 
-def _assert_gone(pids):
-    for pid in pids:
-        if psutil.pid_exists(pid):
-            try:
-                status = psutil.Process(pid).status()
-            except psutil.NoSuchProcess:
-                continue
-            pytest.fail("GCS process %d still exists (%s)" % (pid, status))
-
-
-def _wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.01)
-    pytest.fail("timed out waiting for %s" % what)
-
-
-def _start(tmp_path, **kw):
-    shards = start_gcs(str(tmp_path / "gcs"), PASSWORD, **kw)
-    pids = [s.pid for s in shards]
-    return shards, pids
-
-
 @pytest.fixture
 def gcs(tmp_path):
-    shards, pids = _start(tmp_path, num_data_shards=2)
-    pids_seen = set(pids)
-    yield shards
-    pids_seen.update(s.pid for s in shards if s.pid)
-    stop_gcs(shards)
-    _assert_gone(pids_seen)
+    with running_gcs(tmp_path / "gcs", PASSWORD, num_data_shards=2) as shards:
+        yield shards
 
 
 @pytest.fixture
@@ -139,10 +108,10 @@ def test_stop_and_restart_live_shard(tmp_path):
         old = shard.pid
         shard.stop()
         assert not shard.alive()
-        _assert_gone([old])
+        assert_gone([old])
     finally:
         shard.stop()
-        _assert_gone(pids)
+        assert_gone(pids)
 
 
 def test_die_with_parent(tmp_path):
@@ -166,8 +135,8 @@ def test_die_with_parent(tmp_path):
     finally:
         child.kill()
         child.wait()
-    _wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-              what="shard to die with its parent")
+    assert wait_for(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+                    timeout=20), "the shard did not die with its parent"
 
 
 # -- connection -----------------------------------------------------------------------
@@ -204,7 +173,7 @@ def test_connection_lost_after_retry_timeout(tmp_path):
         c.close()
     finally:
         shard.stop()
-    _assert_gone([shard.pid])
+    assert_gone([shard.pid])
 
 
 def test_connection_thread_safety(gcs):
@@ -301,6 +270,16 @@ def test_hashes_and_sets(client):
     assert client.hgetall("objects", b"o1") == {b"node-b": b"2"}
     assert client.hgetall("objects", b"none") == {}
 
+    # scan_hashes reads every hash row over the shards, and only hash rows
+    hashes = {b"h%d" % i: {b"node-%d" % i: b"%d" % i} for i in range(50)}
+    for key, fields in hashes.items():
+        for field, value in fields.items():
+            client.hset("copies", key, field, value)
+    client.put("copies", b"a-string", b"row")
+    assert client.scan_hashes("copies") == hashes
+    assert client.scan("copies") == {b"a-string": b"row"}
+    assert client.scan_hashes("copies_extra") == {}
+
     client.sadd("locations", b"o1", b"n1")
     client.sadd("locations", b"o1", b"n2")
     client.sadd("locations", b"o1", b"n2")
@@ -356,7 +335,7 @@ def test_pubsub(client):
     assert received == [("node_added", b"n1"), ("actor_state", b"a1"), ("node_added", b"n2")]
     sub.close()
     assert not sub._thread.is_alive()
-    _wait_for(lambda: client.publish("node_added", b"n3") == 0, what="server to drop the subscriber")
+    assert wait_for(lambda: client.publish("node_added", b"n3") == 0, timeout=20), "the server kept the subscriber"
 
 
 def test_pubsub_callback_error_does_not_stop_delivery(client):
@@ -378,118 +357,100 @@ def test_pubsub_callback_error_does_not_stop_delivery(client):
 
 
 def test_data_shard_sigkill_and_restart(tmp_path):
-    shards, pids = _start(tmp_path, num_data_shards=2, fsync="always")
-    all_pids = set(pids)
-    client = GcsClient(shards[0].address, PASSWORD)
-    try:
-        rows = {os.urandom(16): os.urandom(30) for _ in range(100)}
-        for k, v in rows.items():
-            client.put("actors", k, v)
-        w = client.batch_writer()
-        for i in range(500):
-            w.put("tasks", b"t%d" % i, b"spec%d" % i)
-        w.flush(timeout=30)
+    with running_gcs(tmp_path / "gcs", PASSWORD, num_data_shards=2, fsync="always") as shards:
+        client = GcsClient(shards[0].address, PASSWORD)
+        try:
+            rows = {os.urandom(16): os.urandom(30) for _ in range(100)}
+            for k, v in rows.items():
+                client.put("actors", k, v)
+            w = client.batch_writer()
+            for i in range(500):
+                w.put("tasks", b"t%d" % i, b"spec%d" % i)
+            w.flush(timeout=30)
 
-        victim = shards[1]
-        old_pid, port = victim.pid, victim.port
-        os.kill(old_pid, signal.SIGKILL)
-        _wait_for(lambda: not victim.alive(), what="SIGKILLed shard to exit")
+            victim = shards[1]
+            old_pid, port = victim.pid, victim.port
+            os.kill(old_pid, signal.SIGKILL)
+            assert wait_for(lambda: not victim.alive(), timeout=20), "the SIGKILLed shard did not exit"
 
-        victim.restart()
-        all_pids.add(victim.pid)
-        assert victim.port == port and victim.pid != old_pid
-        _assert_gone([old_pid])
+            victim.restart()
+            assert victim.port == port and victim.pid != old_pid
+            assert_gone([old_pid])
 
-        # The existing client reconnects transparently and the data is back.
-        for k, v in rows.items():
-            assert client.get("actors", k) == v
-        assert client.scan("tasks") == {b"t%d" % i: b"spec%d" % i for i in range(500)}
-        assert client._shards[0].reconnects >= 1
-        # The batch writer keeps working over the new connection too.
-        w.put("tasks", b"after", b"restart")
-        w.flush(timeout=30)
-        assert client.get("tasks", b"after") == b"restart"
-    finally:
-        client.close()
-        stop_gcs(shards)
-    _assert_gone(all_pids)
+            # The existing client reconnects transparently and the data is back.
+            for k, v in rows.items():
+                assert client.get("actors", k) == v
+            assert client.scan("tasks") == {b"t%d" % i: b"spec%d" % i for i in range(500)}
+            assert client._shards[0].reconnects >= 1
+            # The batch writer keeps working over the new connection too.
+            w.put("tasks", b"after", b"restart")
+            w.flush(timeout=30)
+            assert client.get("tasks", b"after") == b"restart"
+        finally:
+            client.close()
 
 
 def test_client_waits_for_shard_coming_back(tmp_path):
     # A write issued while the shard is down is retried until it is back.
-    shards, pids = _start(tmp_path, num_data_shards=1, fsync="always")
-    all_pids = set(pids)
-    client = GcsClient(shards[0].address, PASSWORD)
-    try:
-        victim = shards[1]
-        os.kill(victim.pid, signal.SIGKILL)
-        _wait_for(lambda: not victim.alive(), what="SIGKILLed shard to exit")
-        done = threading.Event()
+    with running_gcs(tmp_path / "gcs", PASSWORD, num_data_shards=1, fsync="always") as shards:
+        client = GcsClient(shards[0].address, PASSWORD)
+        try:
+            victim = shards[1]
+            os.kill(victim.pid, signal.SIGKILL)
+            assert wait_for(lambda: not victim.alive(), timeout=20), "the SIGKILLed shard did not exit"
+            done = threading.Event()
 
-        def write():
-            client.put("objects", b"k", b"v")
-            done.set()
+            def write():
+                client.put("objects", b"k", b"v")
+                done.set()
 
-        t = threading.Thread(target=write)
-        t.start()
-        time.sleep(0.3)
-        victim.restart()
-        all_pids.add(victim.pid)
-        t.join(30)
-        assert done.is_set()
-        assert client.get("objects", b"k") == b"v"
-    finally:
-        client.close()
-        stop_gcs(shards)
-    _assert_gone(all_pids)
+            t = threading.Thread(target=write)
+            t.start()
+            time.sleep(0.3)
+            victim.restart()
+            t.join(30)
+            assert done.is_set()
+            assert client.get("objects", b"k") == b"v"
+        finally:
+            client.close()
 
 
 def test_subscriber_resubscribes_after_primary_restart(tmp_path):
-    shards, pids = _start(tmp_path, num_data_shards=1, fsync="always")
-    all_pids = set(pids)
-    client = GcsClient(shards[0].address, PASSWORD)
-    got = queue.Queue()
-    resubscribed = threading.Event()
-    sub = client.subscribe(["ch"], lambda ch, data: got.put(data),
-                           on_resubscribe=resubscribed.set)
-    try:
-        client.publish("ch", b"before")
-        assert got.get(timeout=20) == b"before"
-        os.kill(shards[0].pid, signal.SIGKILL)
-        _wait_for(lambda: not shards[0].alive(), what="primary to exit")
-        shards[0].restart()
-        all_pids.add(shards[0].pid)
-        assert resubscribed.wait(30)
-        assert client.publish("ch", b"after") == 1
-        assert got.get(timeout=20) == b"after"
-        # The primary's own data came back from its AOF.
-        assert client.shard_addresses == [shards[1].address]
-        with _conn(shards[0]) as c:
-            assert c.execute("LRANGE", SHARDS_KEY, 0, -1) == [shards[1].address.encode()]
-    finally:
-        sub.close()
-        client.close()
-        stop_gcs(shards)
-    _assert_gone(all_pids)
+    with running_gcs(tmp_path / "gcs", PASSWORD, num_data_shards=1, fsync="always") as shards:
+        client = GcsClient(shards[0].address, PASSWORD)
+        got = queue.Queue()
+        resubscribed = threading.Event()
+        sub = client.subscribe(["ch"], lambda ch, data: got.put(data),
+                               on_resubscribe=resubscribed.set)
+        try:
+            client.publish("ch", b"before")
+            assert got.get(timeout=20) == b"before"
+            os.kill(shards[0].pid, signal.SIGKILL)
+            assert wait_for(lambda: not shards[0].alive(), timeout=20), "the primary did not exit"
+            shards[0].restart()
+            assert resubscribed.wait(30)
+            assert client.publish("ch", b"after") == 1
+            assert got.get(timeout=20) == b"after"
+            # The primary's own data came back from its AOF.
+            assert client.shard_addresses == [shards[1].address]
+            with _conn(shards[0]) as c:
+                assert c.execute("LRANGE", SHARDS_KEY, 0, -1) == [shards[1].address.encode()]
+        finally:
+            sub.close()
+            client.close()
 
 
 def test_restart_whole_gcs_from_data_dir(tmp_path):
-    shards, pids = _start(tmp_path, num_data_shards=2)
-    client = GcsClient(shards[0].address, PASSWORD)
-    client.put("jobs", b"j1", b"job")
-    client.put("functions", b"f1", b"fn")
-    client.close()
-    stop_gcs(shards)               # SIGTERM: AOFs are fsynced
-    _assert_gone(pids)
-    primary_port = shards[0].port
-    shards2, pids2 = _start(tmp_path, num_data_shards=2, primary_port=primary_port)
-    try:
+    with running_gcs(tmp_path / "gcs", PASSWORD, num_data_shards=2) as shards:
+        client = GcsClient(shards[0].address, PASSWORD)
+        client.put("jobs", b"j1", b"job")
+        client.put("functions", b"f1", b"fn")
+        client.close()
+    # Stopped with SIGTERM: the AOFs are fsynced.
+    with running_gcs(tmp_path / "gcs", PASSWORD, num_data_shards=2, primary_port=shards[0].port) as shards:
         # Data shards get new ports; data is placed by key hash over the
         # (same number of) shards, so rows are found in their old dirs.
-        client = GcsClient(shards2[0].address, PASSWORD)
+        client = GcsClient(shards[0].address, PASSWORD)
         assert client.get("jobs", b"j1") == b"job"
         assert client.get("functions", b"f1") == b"fn"
         client.close()
-    finally:
-        stop_gcs(shards2)
-    _assert_gone(pids2)

@@ -10,7 +10,9 @@ import pytest
 
 import rayx
 from conftest import HeadNode
+from helpers import wait_for
 from rayx.exceptions import WorkerCrashedError
+from rayx.scripts.cli import format_status
 
 
 def test_shutdown_leaves_nothing_behind(shutdown_only):
@@ -128,10 +130,7 @@ def test_resources_returned_after_errors_and_crashes(rayx_fresh):
         return "ok"
 
     assert rayx.get(ok.remote(), timeout=60) == "ok"
-    deadline = time.time() + 10
-    while rayx.available_resources().get("CPU") != 1 and time.time() < deadline:
-        time.sleep(0.1)
-    assert rayx.available_resources().get("CPU") == 1
+    assert wait_for(lambda: rayx.available_resources().get("CPU") == 1, timeout=10)
 
 
 def test_worker_crash_retries_then_fails(rayx_start, tmp_path):
@@ -181,20 +180,14 @@ def test_infeasible_task_is_reported_not_hung(rayx_start, capfd):
     ref = never.remote()
     ready, _ = rayx.wait([ref], timeout=1)
     assert not ready
-    deadline = time.time() + 10
-    err = ""
-    while "unobtainium" not in err and time.time() < deadline:
-        err += capfd.readouterr().err
-        time.sleep(0.05)
-    assert "unobtainium" in err and "no node" in err
-    from rayx.scripts.cli import format_status
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        status = format_status(rayx.api._node_records())
-        if "unobtainium" in status:
-            break
-        time.sleep(0.1)
-    assert "unobtainium" in status
+    err = []
+
+    def warned():
+        err.append(capfd.readouterr().err)
+        return "unobtainium" in "".join(err)
+    assert wait_for(warned, timeout=10)
+    assert "no node" in "".join(err)
+    assert wait_for(lambda: "unobtainium" in format_status(rayx.api._node_records()), timeout=10)
 
 
 def test_rayx_start_and_second_driver(head_node):

@@ -11,21 +11,18 @@ import numpy as np
 import pytest
 
 import rayx
+from helpers import wait_for
 from rayx.util import state
 
 CLI = [sys.executable, "-m", "rayx.scripts.cli"]
 
 
-def poll(fn, timeout=30.0, interval=0.05):
-    """fn()'s first truthy result (task events reach the GCS in batches)."""
-    deadline = time.time() + timeout
-    while True:
-        result = fn()
-        if result:
-            return result
-        if time.time() > deadline:
-            raise AssertionError(f"timed out waiting for {fn}")
-        time.sleep(interval)
+def poll(fn, timeout=30.0):
+    """fn()'s first truthy result (task events reach the GCS in batches); fails
+    when there is none within ``timeout``."""
+    result = wait_for(fn, timeout)
+    assert result, f"timed out waiting for {fn}"
+    return result
 
 
 def tasks_by_id(**kwargs):

@@ -3,10 +3,11 @@
 A table is a Redis key space: the row ``key`` of table ``T`` is the Redis key
 ``b"T:" + key``.  Values are opaque bytes; callers encode them.
 
-Where a row lives.  The cluster-level tables (CLUSTER_TABLES: nodes, jobs,
-named actors, kv, shards) are small and read as a whole, so they live on the
-primary shard.  Every other table (functions, actors, tasks, objects, ...) is
-spread over the data shards by ``zlib.crc32(key) % len(data_shards)``, where
+Where a row lives.  The cluster-level tables (CLUSTER_TABLES, marked in
+tables.py, where every table is defined: nodes, jobs, named actors) are small
+and read as a whole, so they live on the primary shard.  Every other table
+(functions, actors, tasks, objects, ...) is spread over the data shards by
+``zlib.crc32(key) % len(data_shards)``, where
 ``key`` is the row key *without* the table prefix: the ids are random, so any
 stable function balances, and rows of different tables about the same id
 land on the same shard.  The order of the data shards is the order of the
@@ -17,8 +18,8 @@ the primary (Redis pub/sub is per server).
 Throughput.  Writes off the critical path (lineage, task states, object
 locations) go through a BatchWriter: appends are non-blocking and a daemon
 thread sends everything pending as one pipeline per shard, never one round
-trip per write.  Reads that fetch many rows (get_many, scan) are pipelined
-per shard too.
+trip per write.  Reads that fetch many rows (get_many, scan, scan_hashes) are
+pipelined per shard too.
 
 Failures.  Each shard connection reconnects and retries by itself (see
 connection.py); a Subscription resubscribes after its connection comes back.
@@ -35,12 +36,12 @@ import zlib
 
 from .connection import ConnectionLost, RedisConnection, RedisError
 from .server import SHARDS_KEY
+from .tables import CLUSTER_TABLES
 
-__all__ = ["CLUSTER_TABLES", "GcsClient", "BatchWriter", "Subscription"]
+__all__ = ["GcsClient", "BatchWriter", "Subscription"]
 
 logger = logging.getLogger(__name__)
 
-CLUSTER_TABLES = frozenset({"nodes", "jobs", "named_actors", "kv", "shards"})
 _COUNTER_PREFIX = b"rayx:counter:"
 _SCAN_COUNT = 1000
 
@@ -161,22 +162,37 @@ class GcsClient:
 
     def scan(self, table):
         """Every string row of ``table``: {key: value}, using SCAN + MGET per shard."""
-        prefix = table.encode() + b":"
-        pattern = _glob_escape(prefix) + b"*"
-        n = len(prefix)
+        n = len(table.encode()) + 1
         result = {}
+        for conn, keys in self._scan_keys(table, "string"):
+            for k, v in zip(keys, conn.execute("MGET", *keys)):
+                if v is not None:           # deleted since SCAN saw it
+                    result[k[n:]] = v
+        return result
+
+    def scan_hashes(self, table):
+        """Every hash row of ``table``: {key: {field: value}}, using SCAN + an HGETALL
+        pipeline per shard."""
+        n = len(table.encode()) + 1
+        result = {}
+        for conn, keys in self._scan_keys(table, "hash"):
+            for k, flat in zip(keys, conn.pipeline([("HGETALL", k) for k in keys])):
+                if isinstance(flat, list) and flat:   # not deleted since SCAN saw it
+                    result[k[n:]] = dict(zip(flat[::2], flat[1::2]))
+        return result
+
+    def _scan_keys(self, table, kind):
+        """(shard connection, a batch of its Redis keys of ``table``'s rows of type ``kind``)."""
+        pattern = _glob_escape(table.encode() + b":") + b"*"
         for conn in self._table_conns(table):
             cursor = b"0"
             while True:
                 cursor, keys = conn.execute("SCAN", cursor, "MATCH", pattern,
-                                            "COUNT", _SCAN_COUNT, "TYPE", "string")
+                                            "COUNT", _SCAN_COUNT, "TYPE", kind)
                 if keys:
-                    for k, v in zip(keys, conn.execute("MGET", *keys)):
-                        if v is not None:           # deleted since SCAN saw it
-                            result[k[n:]] = v
+                    yield conn, keys
                 if cursor == b"0":
                     break
-        return result
 
     # -- hashes and sets ---------------------------------------------------------
 

@@ -6,8 +6,14 @@ definitions, never through a table name and a codec call of its own.
 gives those bytes a meaning. Each ``Table`` encodes on the way in and decodes
 on the way out, and takes either a ``GcsClient`` or a ``BatchWriter`` for
 writes (the writer batches writes off the critical path). A row that fails to
-decode reads as absent (``None``, or left out of a scan): the GCS is shared
-with every process of the cluster, and one bad row must not break a listing.
+decode, or decodes to a value of another type, reads as absent (``None``, or
+left out of a scan): the GCS is shared with every process of the cluster, and
+one bad row must not break a listing.
+
+Where a table lives: the tables marked ``cluster=True`` (nodes, jobs,
+named_actors) are small and read as a whole, so they live on the primary
+shard (CLUSTER_TABLES, which GcsClient's placement reads); every other table
+is spread over the data shards by its key.
 
 Tables (key -> value):
 
@@ -28,8 +34,9 @@ Tables (key -> value):
   objects        object id -> ObjectLocation of its primary copy
   object_copies  object id -> hash {node id: size as decimal bytes}: extra
                  copies pulled to other nodes
-  task_events    (worker id, batch number) key -> {"common": {...}, "events":
-                 [...]} (``rayx.task_events``)
+  task_events    worker id + batch number (8 bytes, big-endian) -> {"common":
+                 {...}, "events": [...]}, one row per flush of a worker's
+                 events (``rayx.task_events`` reads the events)
 
 Counters and channels (primary shard): JOB_COUNTER numbers jobs;
 ACTOR_STATE_CHANNEL carries actor records as they change; JOB_FINISHED_CHANNEL
@@ -50,15 +57,19 @@ ACTOR_STATE_CHANNEL = "actor_state"
 JOB_FINISHED_CHANNEL = "job_finished"
 
 NODE_ID_BYTES = 16
+# A node ALIVE in its record but silent for this long is shown DEAD by the
+# listings (``rayx status``, ``rayx list nodes``): it stopped without saying so.
+HEARTBEAT_TIMEOUT_S = 30.0
 
 
 class Table:
-    """One GCS table: its name, and how its values are encoded."""
+    """One GCS table: its name, how its values are encoded, and where it lives."""
 
-    __slots__ = ("name", "_encode", "_decode")
+    __slots__ = ("name", "cluster", "_encode", "_decode")
 
-    def __init__(self, name, encode, decode):
+    def __init__(self, name, encode, decode, cluster=False):
         self.name = name
+        self.cluster = cluster        # on the primary shard (see the module's note)
         self._encode = encode
         self._decode = decode
 
@@ -126,17 +137,29 @@ class ObjectLocation:
 class CopiesTable:
     """``object_copies``: per object, a hash of the extra nodes holding a copy."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "cluster")
 
     def __init__(self, name):
         self.name = name
+        self.cluster = False
 
     def add(self, gcs_or_writer, object_id, node_id, size):
         gcs_or_writer.hset(self.name, object_id, node_id, str(size))
 
     def get(self, gcs, object_id):
         """{node id: size} of the copies of ``object_id``."""
-        return {bytes(node): _int(size) for node, size in gcs.hgetall(self.name, object_id).items()}
+        return _copies(gcs.hgetall(self.name, object_id))
+
+    def scan(self, gcs):
+        """{object id: {node id: size}} of every object with a copy."""
+        return {object_id: _copies(fields) for object_id, fields in gcs.scan_hashes(self.name).items()}
+
+    def __repr__(self):
+        return f"<GCS table {self.name}>"
+
+
+def _copies(fields):
+    return {bytes(node): _int(size) for node, size in fields.items()}
 
 
 def _int(raw):
@@ -144,6 +167,14 @@ def _int(raw):
         return int(raw)
     except (TypeError, ValueError):
         return 0
+
+
+def _record(blob):
+    """A codec-encoded dict (a record of the table)."""
+    value = codec.loads(blob)
+    if type(value) is not dict:
+        raise ValueError(f"a table record is a dict, not a {type(value).__name__}")
+    return value
 
 
 def _identity(blob):
@@ -154,15 +185,19 @@ def _bytes(blob):
     return bytes(blob)
 
 
-NODES = Table("nodes", codec.dumps, codec.loads)
-JOBS = Table("jobs", codec.dumps, codec.loads)
-NAMED_ACTORS = Table("named_actors", codec.dumps, codec.loads)
-ACTORS = Table("actors", codec.dumps, codec.loads)
+NODES = Table("nodes", codec.dumps, _record, cluster=True)
+JOBS = Table("jobs", codec.dumps, _record, cluster=True)
+NAMED_ACTORS = Table("named_actors", codec.dumps, _record, cluster=True)
+ACTORS = Table("actors", codec.dumps, _record)
 FUNCTIONS = Table("functions", _identity, _bytes)
-TASKS = Table("tasks", lambda spec: spec.encode(), codec.loads)
+TASKS = Table("tasks", codec.TaskSpec.encode, codec.TaskSpec.decode)
 OBJECTS = Table("objects", ObjectLocation.encode, ObjectLocation.decode)
 OBJECT_COPIES = CopiesTable("object_copies")
-TASK_EVENTS = Table("task_events", codec.dumps, codec.loads)
+TASK_EVENTS = Table("task_events", codec.dumps, _record)
+
+TABLES = (NODES, JOBS, NAMED_ACTORS, ACTORS, FUNCTIONS, TASKS, OBJECTS, OBJECT_COPIES, TASK_EVENTS)
+# The names of the tables on the primary shard (GcsClient places rows by it).
+CLUSTER_TABLES = frozenset(table.name for table in TABLES if table.cluster)
 
 
 def named_actor_key(namespace, name):
@@ -173,6 +208,12 @@ def named_actor_key(namespace, name):
 def is_alive(node):
     """A node record says its node is alive."""
     return node.get("state") == NODE_ALIVE
+
+
+def is_responsive(node, now):
+    """A node record says its node is alive and was written within
+    HEARTBEAT_TIMEOUT_S of ``now`` (a time.time())."""
+    return is_alive(node) and now - node.get("heartbeat", 0) < HEARTBEAT_TIMEOUT_S
 
 
 def alive_nodes(gcs):

@@ -9,8 +9,8 @@ import asyncio
 import time
 
 from rayx._core import codec
+from rayx.gcs import tables
 from rayx.protos import rayx_pb2, rayx_pb2_grpc
-from rayx.raylet.object_manager import object_locations
 from rayx.scheduler.policy import choose_node, fits
 
 NODES_CACHE_SECONDS = 0.05
@@ -27,9 +27,8 @@ class GlobalSchedulerService(rayx_pb2_grpc.GlobalSchedulerServicer):
         now = time.monotonic()
         if fresh or now - self._nodes_read_at > NODES_CACHE_SECONDS:
             loop = asyncio.get_running_loop()
-            rows = await loop.run_in_executor(None, self.gcs.scan, "nodes")
-            nodes = [codec.loads(blob) for blob in rows.values()]
-            self._nodes = [n for n in nodes if n.get("state") == "ALIVE"]
+            alive = await loop.run_in_executor(None, tables.alive_nodes, self.gcs)
+            self._nodes = list(alive.values())
             self._nodes_read_at = now
         return self._nodes
 
@@ -40,7 +39,7 @@ class GlobalSchedulerService(rayx_pb2_grpc.GlobalSchedulerServicer):
         loop = asyncio.get_running_loop()
         locations = {}
         for object_id in refs:
-            locations[object_id] = await loop.run_in_executor(None, object_locations, self.gcs, object_id)
+            locations[object_id] = await loop.run_in_executor(None, tables.object_locations, self.gcs, object_id)
         return locations
 
     def _extra_queued(self, nodes):

@@ -2,11 +2,14 @@
 import json
 import os
 import sys
+import time
 
 import click
 
 import rayx
 from rayx import node as node_mod
+from rayx.gcs import GcsClient, tables
+from rayx.util import state
 
 
 @click.group()
@@ -85,13 +88,7 @@ def _connect_gcs():
     record = node_mod.live_cluster_record()
     if not record:
         raise click.ClickException("no rayx cluster is running on this machine (start one with `rayx start --head`)")
-    from rayx.gcs import GcsClient
     return GcsClient(record["gcs_address"], node_mod.read_token(record["session_dir"]), retry_timeout=3)
-
-
-def _node_infos(gcs):
-    from rayx._core import codec
-    return [codec.loads(blob) for blob in gcs.scan("nodes").values()]
 
 
 @main.command()
@@ -99,22 +96,24 @@ def status():
     """Nodes, resources (used / total), pending and running tasks."""
     gcs = _connect_gcs()
     try:
-        infos = _node_infos(gcs)
+        infos = list(tables.NODES.scan(gcs).values())
     finally:
         gcs.close()
     click.echo(format_status(infos))
 
 
 def format_status(infos):
-    import time
+    """The status report of the cluster whose node records are ``infos``; a node
+    silent for longer than ``tables.HEARTBEAT_TIMEOUT_S`` shows as DEAD."""
     lines = ["======== rayx cluster status ========", "Nodes"]
-    alive = [i for i in infos if i.get("state") == "ALIVE" and time.time() - i.get("heartbeat", 0) < 30]
+    now = time.time()
+    alive = [i for i in infos if tables.is_responsive(i, now)]
     dead = [i for i in infos if i not in alive]
     for info in alive:
         lines.append(f"  {info['node_id'].hex()}  {info.get('node_ip_address')}  "
                      f"{'head' if info.get('is_head') else 'worker'}  workers={info.get('workers', 0)}")
     for info in dead:
-        lines.append(f"  {info['node_id'].hex()}  DEAD")
+        lines.append(f"  {info['node_id'].hex()}  {tables.NODE_DEAD}")
     total, available = {}, {}
     pending = running = 0
     infeasible = []
@@ -155,7 +154,6 @@ def format_status(infos):
 @click.option("--quick", is_flag=True, help="Smoke-test mode: 0.05 s rounds, 2 rounds.")
 def microbenchmark(filters, excludes, json_path, round_seconds, rounds, initial_sleep, quick):
     """Run the workloads of `ray microbenchmark` on a fresh local rayx cluster."""
-    import rayx
     from rayx._private import microbenchmark as bench
     if quick:
         round_seconds, rounds = 0.05, 2
@@ -234,7 +232,6 @@ def _human_bytes(n):
 @click.option("--detail", is_flag=True, help="Every field of each row (JSON is the better format for it).")
 def list_command(resource, filters, limit, fmt, detail):
     """List the cluster's tasks, actors, objects or nodes (from the GCS)."""
-    from rayx.util import state
     filters = _parse_filters(filters)
     lister = {"tasks": state.list_tasks, "actors": state.list_actors, "objects": state.list_objects,
               "nodes": state.list_nodes}[resource]
@@ -265,7 +262,6 @@ def list_command(resource, filters, limit, fmt, detail):
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json"]))
 def memory(limit, sort_by, fmt):
     """Objects in the cluster: size, node(s), creating task; totals per node."""
-    from rayx.util import state
     gcs = _connect_gcs()
     try:
         objects = state.list_objects(gcs=gcs)
@@ -304,8 +300,6 @@ def memory(limit, sort_by, fmt):
               help="File to write the Chrome trace to ('-' for stdout); default rayx-timeline-<time>.json here.")
 def timeline(output):
     """Write the cluster's task timeline as a Chrome trace (open it in chrome://tracing or Perfetto)."""
-    import time
-    from rayx.util import state
     gcs = _connect_gcs()
     try:
         events = state.timeline_events(gcs=gcs)

@@ -1,15 +1,17 @@
 """Cluster state read from the GCS, as in Ray's ``ray.util.state``.
 
-Every function reads the GCS tables directly, so any process connected to the
-cluster sees the whole cluster; the ``rayx list``, ``rayx memory`` and
-``rayx timeline`` commands are built on them (they pass their own GcsClient as
-``gcs=``; otherwise the driver's connection is used, calling ``rayx.init()``
-first if needed).
+Every function reads the GCS tables directly, through their definitions in
+``rayx.gcs.tables``, so any process connected to the cluster sees the whole
+cluster; the ``rayx list``, ``rayx memory`` and ``rayx timeline`` commands are
+built on them (they pass their own GcsClient as ``gcs=``; otherwise the
+driver's connection is used, calling ``rayx.init()`` first if needed). A row
+that does not decode is left out.
 
 * ``list_actors``: the ``actors`` table (one record per actor, written by the
   raylet that hosts it on every state change).
 * ``list_nodes``: the ``nodes`` table (heartbeats); a node whose heartbeat is
-  older than NODE_TIMEOUT_S seconds is shown DEAD, as ``rayx status`` does.
+  older than ``tables.HEARTBEAT_TIMEOUT_S`` seconds is shown DEAD, as
+  ``rayx status`` does.
 * ``list_tasks``: the ``tasks`` table (lineage: every task submitted) joined by
   task id with ``task_events`` (written by the worker that ran it, see
   ``rayx.task_events``). A task with lineage but no event yet is
@@ -32,6 +34,7 @@ import time
 
 from rayx import task_events
 from rayx._core import codec
+from rayx.gcs import tables
 
 ACTOR_FIELDS = ("actor_id", "class_name", "state", "name", "namespace", "pid", "restarts",
                 "node_id", "job_id", "detached", "death_reason")
@@ -42,8 +45,6 @@ TASK_FIELDS = ("task_id", "name", "state", "type", "job_id", "actor_id", "node_i
                "attempt", "start_time", "end_time", "duration_s", "error_type")
 OBJECT_FIELDS = ("object_id", "size", "node_id", "copies", "task_id", "is_put", "creator")
 
-NODE_TIMEOUT_S = 30.0
-TASK_EVENTS_TABLE = task_events.TABLE
 PENDING_OR_RUNNING = "PENDING_OR_RUNNING"
 TASK_TYPES = {codec.NORMAL_TASK: "NORMAL_TASK", codec.ACTOR_CREATION_TASK: "ACTOR_CREATION_TASK",
               codec.ACTOR_TASK: "ACTOR_TASK"}
@@ -143,14 +144,6 @@ def _select(items, filters, limit):
     return out
 
 
-def _loads_all(blobs):
-    for key, blob in blobs:
-        try:
-            yield key, codec.loads(blob)
-        except Exception:
-            continue
-
-
 # ------------------------------------------------------------------ actors
 
 def list_actors(filters=None, limit=None, detail=False, gcs=None):
@@ -161,11 +154,9 @@ def list_actors(filters=None, limit=None, detail=False, gcs=None):
     ``detail=True`` adds every field of the GCS record (e.g. the method table).
     """
     actors = []
-    for _, blob in sorted(_gcs(gcs).scan("actors").items()):
-        try:
-            record = codec.loads(blob)
-        except Exception:
-            continue
+    records = tables.ACTORS.scan(_gcs(gcs))
+    for actor_id in sorted(records):
+        record = records[actor_id]
         item = _actor_dict(record)
         if detail:
             for key, value in record.items():
@@ -179,8 +170,8 @@ def list_actors(filters=None, limit=None, detail=False, gcs=None):
 
 def get_actor(actor_id, gcs=None):
     """The state dict of one actor (by hex id), or None."""
-    blob = _gcs(gcs).get("actors", bytes.fromhex(actor_id) if isinstance(actor_id, str) else actor_id)
-    return _actor_dict(codec.loads(blob)) if blob else None
+    record = tables.ACTORS.get(_gcs(gcs), bytes.fromhex(actor_id) if isinstance(actor_id, str) else actor_id)
+    return _actor_dict(record) if record is not None else None
 
 
 def summarize_actors(gcs=None):
@@ -195,10 +186,9 @@ def summarize_actors(gcs=None):
 # ------------------------------------------------------------------- nodes
 
 def _node_dict(record, now, detail):
-    alive = record.get("state") == "ALIVE" and now - record.get("heartbeat", 0) < NODE_TIMEOUT_S
     item = StateRow({
         "node_id": _hex_or_none(record.get("node_id")),
-        "state": "ALIVE" if alive else "DEAD",
+        "state": tables.NODE_ALIVE if tables.is_responsive(record, now) else tables.NODE_DEAD,
         "node_ip_address": record.get("node_ip_address") or "",
         "is_head": bool(record.get("is_head")),
         "resources_total": dict(record.get("resources_total") or {}),
@@ -219,25 +209,16 @@ def list_nodes(filters=None, limit=None, detail=False, gcs=None):
     """One dict per node (node_id, state, node_ip_address, is_head, resources,
     load), the head first."""
     now = time.time()
-    nodes = [_node_dict(record, now, detail) for _, record in _loads_all(_gcs(gcs).scan("nodes").items())]
-    nodes.sort(key=lambda n: (not n["is_head"], n["state"] != "ALIVE", n["node_id"] or ""))
+    nodes = [_node_dict(record, now, detail) for record in tables.NODES.scan(_gcs(gcs)).values()]
+    nodes.sort(key=lambda n: (not n["is_head"], n["state"] != tables.NODE_ALIVE, n["node_id"] or ""))
     return _select(nodes, filters, limit)
 
 
 # ------------------------------------------------------------------- tasks
 
-def _scan_lineage(gcs):
-    specs = {}
-    for task_id, blob in gcs.scan("tasks").items():
-        try:
-            specs[task_id] = codec.TaskSpec.decode(blob)
-        except Exception:
-            continue
-    return specs
-
-
 def _scan_events(gcs):
-    return task_events.latest_events(gcs.scan(TASK_EVENTS_TABLE).values())
+    """{task id: its latest event} over the whole task_events table."""
+    return task_events.latest_events(tables.TASK_EVENTS.scan(gcs).values())
 
 
 def _task_dict(task_id, spec, event, detail):
@@ -247,7 +228,7 @@ def _task_dict(task_id, spec, event, detail):
         item = StateRow({
             "task_id": task_id.hex(),
             "name": event.get("name") or (spec.function_name if spec is not None else ""),
-            "state": event.get("state") or "FINISHED",
+            "state": event.get("state") or task_events.FINISHED,
             "type": TASK_TYPES.get(task_type, str(task_type)),
             "job_id": _hex_or_none(event.get("job_id")),
             "actor_id": _hex_or_none(event.get("actor_id")),
@@ -296,7 +277,7 @@ def list_tasks(filters=None, limit=None, detail=False, gcs=None):
     are batched: they appear within ~0.1 s), else PENDING_OR_RUNNING.
     """
     gcs = _gcs(gcs)
-    specs = _scan_lineage(gcs)
+    specs = tables.TASKS.scan(gcs)
     events = _scan_events(gcs)
     tasks = [_task_dict(task_id, specs.get(task_id), events.get(task_id), detail)
              for task_id in set(specs) | set(events)]
@@ -308,10 +289,9 @@ def get_task(task_id, gcs=None):
     """The state dict of one task (by hex id), or None."""
     gcs = _gcs(gcs)
     key = bytes.fromhex(task_id) if isinstance(task_id, str) else task_id
-    spec_blob, event = gcs.get("tasks", key), _scan_events(gcs).get(key)
-    if spec_blob is None and event is None:
+    spec, event = tables.TASKS.get(gcs, key), _scan_events(gcs).get(key)
+    if spec is None and event is None:
         return None
-    spec = codec.TaskSpec.decode(spec_blob) if spec_blob else None
     return _task_dict(key, spec, event, detail=True)
 
 
@@ -327,35 +307,14 @@ def summarize_tasks(gcs=None):
 
 # ----------------------------------------------------------------- objects
 
-def _scan_hashes(gcs, table):
-    """Every hash row of ``table``: {key: {field: value}} (SCAN, then one HGETALL pipeline per shard)."""
-    prefix = table.encode() + b":"
-    n = len(prefix)
-    result = {}
-    for conn in gcs._table_conns(table):
-        cursor = b"0"
-        while True:
-            cursor, keys = conn.execute("SCAN", cursor, "MATCH", prefix + b"*", "COUNT", 1000, "TYPE", "hash")
-            if keys:
-                for key, flat in zip(keys, conn.pipeline([("HGETALL", k) for k in keys])):
-                    if isinstance(flat, list) and flat:
-                        result[key[n:]] = dict(zip(flat[::2], flat[1::2]))
-            if cursor == b"0":
-                break
-    return result
-
-
 def _task_names(gcs, task_ids):
     """{task id: function name} from the lineage of these tasks, or from their task
     events (direct actor calls leave no lineage row)."""
     task_ids = sorted(task_ids)
     names = {}
-    for task_id, blob in zip(task_ids, gcs.get_many("tasks", task_ids) if task_ids else ()):
-        if blob:
-            try:
-                names[task_id] = codec.TaskSpec.decode(blob).function_name
-            except Exception:
-                pass
+    for task_id, spec in zip(task_ids, tables.TASKS.get_many(gcs, task_ids) if task_ids else ()):
+        if spec is not None:
+            names[task_id] = spec.function_name
     if len(names) < len(task_ids):
         events = _scan_events(gcs)
         for task_id in task_ids:
@@ -365,23 +324,14 @@ def _task_names(gcs, task_ids):
 
 
 def _object_dicts(gcs):
-    objects = {}
-    for object_id, value in gcs.scan("objects").items():
-        node_id, size = value[:16], value[16:]
-        try:
-            size = int(size)
-        except ValueError:
-            size = 0
-        objects[object_id] = [node_id, size, {}]
-    for object_id, copies in _scan_hashes(gcs, "object_copies").items():
+    objects = {}    # object id -> [node id of the primary copy, size, {node id: size} of copies]
+    for object_id, location in tables.OBJECTS.scan(gcs).items():
+        objects[object_id] = [location.node_id, location.size, {}]
+    for object_id, copies in tables.OBJECT_COPIES.scan(gcs).items():
         entry = objects.setdefault(object_id, [b"", 0, {}])
-        for node_id, size in copies.items():
-            entry[2][node_id] = size
-            if not entry[1]:
-                try:
-                    entry[1] = int(size)
-                except ValueError:
-                    pass
+        entry[2].update(copies)
+        if not entry[1]:                        # no primary row: a copy's size
+            entry[1] = next((size for size in copies.values() if size), 0)
     names = _task_names(gcs, {object_id[:16] for object_id in objects})
     items = []
     for object_id, (node_id, size, copies) in objects.items():
@@ -449,7 +399,7 @@ def timeline_events(gcs=None):
             continue
         node_id = event.get("node_id") or b""
         task_type = event.get("task_type", 0)
-        state = event.get("state") or "FINISHED"
+        state = event.get("state") or task_events.FINISHED
         item = {
             "name": event.get("name") or "?",
             "cat": TASK_TYPES.get(task_type, "task").lower(),
@@ -468,7 +418,7 @@ def timeline_events(gcs=None):
                 "state": state,
             },
         }
-        if state == "FAILED":
+        if state == task_events.FAILED:
             item["args"]["error_type"] = event.get("error_type") or ""
             item["cname"] = "terrible"
         trace.append(item)
