@@ -10,7 +10,7 @@ import time
 
 from rayx._core import codec
 from rayx.protos import rayx_pb2, rayx_pb2_grpc
-from rayx.raylet.object_manager import object_locations
+from rayx.gcs.tables import object_locations
 from rayx.scheduler.policy import choose_node, fits
 
 NODES_CACHE_SECONDS = 0.05
