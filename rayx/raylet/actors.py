@@ -136,8 +136,8 @@ class ActorManager:
         self._dependencies = dependencies
         self._results = results
         self._submit = self._cancel_queued = self._worker_killed = None
-        self.actors = {}       # actor id -> ActorState, of the actors this node hosts
-        self.unknown = {}      # actor id -> calls that arrived before its creation task
+        self._actors = {}       # actor id -> ActorState, of the actors this node hosts
+        self._unknown = {}      # actor id -> calls that arrived before its creation task
 
     def connect(self, submit, cancel_queued, worker_killed):
         """The local scheduler's ``submit`` (a restart runs the constructor again) and
@@ -149,12 +149,12 @@ class ActorManager:
 
     def hosts(self, actor_id):
         """Whether the actor lives on this node (or is being created here)."""
-        return actor_id in self.actors
+        return actor_id in self._actors
 
     def move_away(self, actor_id):
         """The actor's creation goes to another node: forget it here and return the
         calls queued for it, in submission order (they follow it)."""
-        actor = self.actors.pop(actor_id, None)
+        actor = self._actors.pop(actor_id, None)
         if actor is None:
             return []
         self.answer_probes(actor, moved=True)
@@ -167,26 +167,26 @@ class ActorManager:
     # ------------------------------------------------------------ creation
 
     def creation_submitted(self, task):
-        actor = self.actors.get(task.spec.actor_id)
+        actor = self._actors.get(task.spec.actor_id)
         if actor is None:
-            actor = self.actors[task.spec.actor_id] = ActorState(task)
+            actor = self._actors[task.spec.actor_id] = ActorState(task)
             # The first record is written at once (not batched), so that the
             # actor's own code and any process given its handle can resolve it.
             self._publish(actor, sync=True)
-            for call in self.unknown.pop(task.spec.actor_id, ()):
+            for call in self._unknown.pop(task.spec.actor_id, ()):
                 self.submit_call(call)
         else:
             actor.creation = task
             self._publish(actor)
 
     def placed(self, actor_id, worker):
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is not None:
             actor.worker = worker
 
     def creation_done(self, task, worker, results):
         """The constructor returned (or raised: then an ACTOR_EXIT follows)."""
-        actor = self.actors.get(task.spec.actor_id)
+        actor = self._actors.get(task.spec.actor_id)
         self._results.finish(task, results)
         if actor is None or actor.state == DEAD:
             return
@@ -211,7 +211,7 @@ class ActorManager:
 
     def submit_call(self, task):
         spec = task.spec
-        actor = self.actors.get(spec.actor_id)
+        actor = self._actors.get(spec.actor_id)
         if actor is None:
             self._hold_unknown(task)
             return
@@ -229,14 +229,14 @@ class ActorManager:
 
     def _hold_unknown(self, task):
         actor_id = task.spec.actor_id
-        waiting = self.unknown.get(actor_id)
+        waiting = self._unknown.get(actor_id)
         if waiting is None:
-            waiting = self.unknown[actor_id] = []
+            waiting = self._unknown[actor_id] = []
             self._loop.call_later(UNKNOWN_ACTOR_GRACE, self._give_up_unknown, actor_id)
         waiting.append(task)
 
     def _give_up_unknown(self, actor_id):
-        for task in self.unknown.pop(actor_id, ()):
+        for task in self._unknown.pop(actor_id, ()):
             self._reject(None, task, "no such actor on this node (its creation never arrived)")
 
     def _reject(self, actor, task, reason):
@@ -250,9 +250,9 @@ class ActorManager:
         dropped (TaskCancelledError; the caller's later calls do not wait for it); a
         running one is told to the actor's worker, which cancels it if the actor is async."""
         spec = task.spec
-        actor = self.actors.get(spec.actor_id)
+        actor = self._actors.get(spec.actor_id)
         if actor is None:
-            waiting = self.unknown.get(spec.actor_id, [])
+            waiting = self._unknown.get(spec.actor_id, [])
             if task in waiting:
                 waiting.remove(task)
                 self._dependencies.hold_inputs(task)
@@ -290,7 +290,7 @@ class ActorManager:
             worker.conn.send(messages.EXECUTE(task.spec, dependencies.argument_values(task), []))
 
     def call_done(self, worker, task_id, results, retryable):
-        actor = self.actors.get(worker.actor_id)
+        actor = self._actors.get(worker.actor_id)
         if actor is None:
             return
         task = actor.inflight.pop(task_id, None)
@@ -319,7 +319,7 @@ class ActorManager:
         other than ``broken_path`` (the one the caller just lost) and none of the
         caller's calls are left here; ("raylet", "") when the actor is elsewhere or
         dead (its calls then come here, to be forwarded or rejected)."""
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is None:
             conn.send(messages.REPLY(request_id, True, ("raylet", "")))
             return
@@ -362,7 +362,7 @@ class ActorManager:
 
     def actor_exit(self, worker, actor_id, reason, death_data):
         """The actor ended itself (exit_actor, __ray_terminate__, constructor error)."""
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is None:
             return
         actor.no_restart = True
@@ -374,7 +374,7 @@ class ActorManager:
     def worker_died(self, worker, exit_code):
         """The actor's worker process died: restart the actor if its restarts allow
         (retrying or failing the calls that were running), else it is dead."""
-        actor = self.actors.get(worker.actor_id)
+        actor = self._actors.get(worker.actor_id)
         if actor is None or actor.state == DEAD:
             return
         if actor.worker is not None and actor.worker is not worker:
@@ -402,7 +402,7 @@ class ActorManager:
             self._mark_dead(actor)
 
     def kill(self, actor_id, no_restart):
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is None:
             raise ValueError(f"no actor {actor_id.hex()} on this node")
         if actor.state == DEAD:
@@ -425,7 +425,7 @@ class ActorManager:
 
     def job_finished(self, job_id):
         """A driver left: its non-detached actors die with it."""
-        for actor in list(self.actors.values()):
+        for actor in list(self._actors.values()):
             if actor.job_id == job_id and not actor.spec.detached and actor.state != DEAD:
                 actor.death_reason = "the actor's owner (its driver) exited"
                 self.kill(actor.actor_id, no_restart=True)
@@ -435,7 +435,7 @@ class ActorManager:
         conn = worker.conn
         if conn is None:
             return
-        for actor in list(self.actors.values()):
+        for actor in list(self._actors.values()):
             if actor.owner is conn and not actor.spec.detached and actor.state != DEAD:
                 actor.death_reason = (f"the actor's owner (the worker process pid={worker.pid} "
                                       f"that created it) died")
