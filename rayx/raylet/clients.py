@@ -36,15 +36,14 @@ class ClientConnection(asyncio.Protocol):
         self.on_lost = on_lost
         self.transport = None
         self.reader = codec.FrameReader()
-        self.out = []
-        self.kind = None
-        self.worker = None
+        self.out = []            # messages to send at the end of this event-loop turn
+        self.kind = None         # "driver" or "worker", once registered
+        self.worker = None       # its Worker, for a worker
         self.job_id = b""
         self.pid = 0
-        self.held = set()
-        self.waits = {}
+        self.held = set()        # object ids it holds refs to (counted once each)
+        self.waits = {}          # request id -> WaitRequest not answered yet
         self.notifiers = set()   # answered waits still sending READY_NOTEs
-        self.info = {}
 
     def connection_made(self, transport):
         self.transport = transport
@@ -110,7 +109,7 @@ class Drivers:
 
 
 class ClientHandlers:
-    """Builds the handler table and the connections that use it."""
+    """The handler table of the client messages, and the connections that use it."""
 
     def __init__(self, loop, welcome, objects, pool, drivers, peers, scheduler, results, waits,
                  completion, dispatcher, leases, actors, router, spiller, status, failures):
@@ -161,7 +160,6 @@ class ClientHandlers:
         conn.kind = kind
         conn.pid = pid
         conn.job_id = job_id
-        conn.info = info
         if kind == "driver":
             self._drivers.add(conn)
             self._loop.create_task(self._peers.refresh())

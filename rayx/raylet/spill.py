@@ -71,14 +71,15 @@ class Spiller:
         except ObjectStoreFullError:
             self.make_room(entry.size)
             view = arena.create_object(entry.object_id, entry.size)
+        restored = False
         try:
             with open(entry.spilled, "rb") as f:
                 f.readinto(view)
-        except BaseException:
-            del view
-            arena.abort(entry.object_id)
-            raise
-        del view
+            restored = True
+        finally:
+            del view          # no view may be alive when the object is sealed or aborted
+            if not restored:
+                arena.abort(entry.object_id)
         arena.seal(entry.object_id)
         self.forget(entry)
         self.restored_bytes += entry.size
