@@ -39,6 +39,7 @@ class LocalScheduler:
         self._drivers = drivers
         self._gcs_writer = gcs_writer
         self._router = self._route = None
+        self._inputs_ready = self.inputs_ready    # bound once: every Task calls it
         self._infeasible = []                # tasks no node could run when they became ready
 
     def connect(self, router):
@@ -50,7 +51,7 @@ class LocalScheduler:
 
     def submit(self, spec, submitter=None, hold_inputs=True, owner_node=None):
         """A task was created on this node (or forwarded to it by ``owner_node``)."""
-        task = t.Task(spec, submitter, self.inputs_ready)
+        task = t.Task(spec, submitter, self._inputs_ready)
         task.owner_node = owner_node
         if self._gcs_writer is not None and spec.attempt == 0 and owner_node is None:
             tables.TASKS.put(self._gcs_writer, spec.task_id, spec)
@@ -68,7 +69,7 @@ class LocalScheduler:
             self._actors.creation_submitted(task)
         self._track(task, not inputs_held)
         if not task.missing:
-            self.inputs_ready(task)
+            self._inputs_ready(task)
 
     def accept_forwarded(self, spec, from_node):
         """ForwardTasks: run a task another node placed here; its results go back to that node."""
