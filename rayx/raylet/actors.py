@@ -20,8 +20,9 @@ When the actor's process dies it is restarted (its constructor re-run with the
 original arguments) while ``max_restarts`` allows; calls that were running
 are retried when ``max_task_retries`` allows and fail with ActorDiedError
 otherwise; calls submitted meanwhile wait for the restart. States and restart
-counts are written to the GCS ``actors`` table and published on the
-``actor_state`` channel.
+counts are written to the GCS ``actors`` table and published on its channel
+(``rayx.gcs.tables``). The death of an actor's worker, and of an actor's
+owner, reach this module from ``rayx.raylet.failures``.
 
 Non-detached actors die with their owner: the job's driver, or the worker
 process that created them. A call that arrives before its actor's creation
@@ -31,19 +32,16 @@ import heapq
 import logging
 import signal
 
-from rayx import protocol as p
+from rayx import messages
 from rayx import serialization
-from rayx._core import codec
 from rayx.exceptions import ActorDiedError, TaskCancelledError
+from rayx.gcs import tables
+from rayx.gcs.tables import ACTOR_ALIVE as ALIVE, ACTOR_DEAD as DEAD, ACTOR_PENDING as PENDING, \
+    ACTOR_RESTARTING as RESTARTING
 from rayx.raylet import tasks as t
 from rayx.raylet.resources import fixed_request
 
 logger = logging.getLogger("rayx.raylet")
-
-PENDING = "PENDING_CREATION"
-ALIVE = "ALIVE"
-RESTARTING = "RESTARTING"
-DEAD = "DEAD"
 
 
 class CallerQueue:
@@ -129,46 +127,78 @@ UNKNOWN_ACTOR_GRACE = 30.0
 
 
 class ActorManager:
-    def __init__(self, raylet):
-        self.raylet = raylet
-        self.actors = {}
-        self.unknown = {}      # actor id -> calls that arrived before its creation task
+    def __init__(self, loop, node_id, gcs, gcs_writer, resources, dependencies, results):
+        self._loop = loop
+        self._node_id = node_id
+        self._gcs = gcs
+        self._gcs_writer = gcs_writer
+        self._resources = resources
+        self._dependencies = dependencies
+        self._results = results
+        self._submit = self._cancel_queued = self._worker_killed = None
+        self._actors = {}       # actor id -> ActorState, of the actors this node hosts
+        self._unknown = {}      # actor id -> calls that arrived before its creation task
+
+    def connect(self, submit, cancel_queued, worker_killed):
+        """The local scheduler's ``submit`` (a restart runs the constructor again) and
+        ``cancel_queued`` (a creation not started yet), and ``worker_killed(worker)``
+        (failures: handle the death of a worker rayx.kill just killed)."""
+        self._submit = submit
+        self._cancel_queued = cancel_queued
+        self._worker_killed = worker_killed
+
+    def hosts(self, actor_id):
+        """Whether the actor lives on this node (or is being created here)."""
+        return actor_id in self._actors
+
+    def move_away(self, actor_id):
+        """The actor's creation goes to another node: forget it here and return the
+        calls queued for it, in submission order (they follow it)."""
+        actor = self._actors.pop(actor_id, None)
+        if actor is None:
+            return []
+        self.answer_probes(actor, moved=True)
+        calls = []
+        for caller in actor.callers.values():
+            calls.extend(caller.all_tasks())
+        calls.sort(key=lambda call: call.spec.sequence_number)
+        return calls
 
     # ------------------------------------------------------------ creation
 
     def creation_submitted(self, task):
-        actor = self.actors.get(task.spec.actor_id)
+        actor = self._actors.get(task.spec.actor_id)
         if actor is None:
-            actor = self.actors[task.spec.actor_id] = ActorState(task)
+            actor = self._actors[task.spec.actor_id] = ActorState(task)
             # The first record is written at once (not batched), so that the
             # actor's own code and any process given its handle can resolve it.
             self._publish(actor, sync=True)
-            for call in self.unknown.pop(task.spec.actor_id, ()):
+            for call in self._unknown.pop(task.spec.actor_id, ()):
                 self.submit_call(call)
         else:
             actor.creation = task
             self._publish(actor)
 
     def placed(self, actor_id, worker):
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is not None:
             actor.worker = worker
 
     def creation_done(self, task, worker, results):
         """The constructor returned (or raised: then an ACTOR_EXIT follows)."""
-        actor = self.actors.get(task.spec.actor_id)
-        raylet = self.raylet
-        raylet.finish_task(task, results)
+        actor = self._actors.get(task.spec.actor_id)
+        self._results.finish(task, results)
         if actor is None or actor.state == DEAD:
             return
         if results and results[0][4]:
             actor.death_data = results[0][1]
             return  # the worker reports ACTOR_EXIT with the ActorDiedError and exits
         # Keep only the lifetime resources from now on.
-        raylet.release_worker_resources(worker)
-        worker.allocation = raylet.resources.try_acquire(actor.lifetime_request)
+        resources = self._resources
+        resources.release_worker(worker)
+        worker.allocation = resources.try_acquire(actor.lifetime_request)
         if worker.allocation is None:   # cannot happen unless lifetime > placement
-            worker.allocation = raylet.resources.try_acquire({})
+            worker.allocation = resources.try_acquire({})
         actor.worker = worker
         actor.state = ALIVE
         worker.display_name = actor.spec.actor_class_name()
@@ -181,7 +211,7 @@ class ActorManager:
 
     def submit_call(self, task):
         spec = task.spec
-        actor = self.actors.get(spec.actor_id)
+        actor = self._actors.get(spec.actor_id)
         if actor is None:
             self._hold_unknown(task)
             return
@@ -193,55 +223,48 @@ class ActorManager:
             caller = actor.callers[spec.caller_id] = CallerQueue()
         caller.add(task)
         task.on_ready = lambda _task, actor=actor, caller=caller: self._pump(actor, caller)
-        self.raylet.track_dependencies(task)
+        self._dependencies.track(task)
         if not task.missing:
             self._pump(actor, caller)
 
     def _hold_unknown(self, task):
         actor_id = task.spec.actor_id
-        waiting = self.unknown.get(actor_id)
+        waiting = self._unknown.get(actor_id)
         if waiting is None:
-            waiting = self.unknown[actor_id] = []
-            self.raylet.loop.call_later(UNKNOWN_ACTOR_GRACE, self._give_up_unknown, actor_id)
+            waiting = self._unknown[actor_id] = []
+            self._loop.call_later(UNKNOWN_ACTOR_GRACE, self._give_up_unknown, actor_id)
         waiting.append(task)
 
     def _give_up_unknown(self, actor_id):
-        for task in self.unknown.pop(actor_id, ()):
+        for task in self._unknown.pop(actor_id, ()):
             self._reject(None, task, "no such actor on this node (its creation never arrived)")
 
     def _reject(self, actor, task, reason):
-        """Fail a call that never got queued."""
-        self._hold_inputs(task)
+        """Fail a call that never got queued (its inputs are held first: finishing
+        releases them)."""
+        self._dependencies.hold_inputs(task)
         self._fail_call(actor, task, reason)
-
-    def _hold_inputs(self, task):
-        """For a call that never got queued, before it fails: finishing releases them."""
-        objects = self.raylet.objects
-        for object_id in task.deps:
-            objects.incref(object_id)
-        for object_id in task.spec.nested_refs:
-            objects.incref(object_id)
 
     def cancel_call(self, task):
         """rayx.cancel of a call that came through here. One not sent to the actor yet is
         dropped (TaskCancelledError; the caller's later calls do not wait for it); a
         running one is told to the actor's worker, which cancels it if the actor is async."""
         spec = task.spec
-        actor = self.actors.get(spec.actor_id)
+        actor = self._actors.get(spec.actor_id)
         if actor is None:
-            waiting = self.unknown.get(spec.actor_id, [])
+            waiting = self._unknown.get(spec.actor_id, [])
             if task in waiting:
                 waiting.remove(task)
-                self._hold_inputs(task)
-                self.raylet.fail_task(task, TaskCancelledError.before_it_ran(spec))
+                self._dependencies.hold_inputs(task)
+                self._results.fail(task, TaskCancelledError.before_it_ran(spec))
             return
         if spec.task_id in actor.inflight:
-            actor.worker.conn.send((p.CANCEL, spec.task_id))
+            actor.worker.conn.send(messages.CANCEL(spec.task_id))
             return
         caller = actor.callers.get(spec.caller_id)
         if caller is not None and caller.drop(task):
-            self.raylet.forget_dependencies(task)
-            self.raylet.fail_task(task, TaskCancelledError.before_it_ran(spec))
+            self._dependencies.forget(task)
+            self._results.fail(task, TaskCancelledError.before_it_ran(spec))
             self._pump(actor, caller)
             if actor.probes:
                 self.answer_probes(actor)
@@ -249,25 +272,25 @@ class ActorManager:
     def _pump(self, actor, caller):
         if actor.state != ALIVE:
             return
-        raylet = self.raylet
+        dependencies = self._dependencies
         worker = actor.worker
         while True:
             task = caller.pop_sendable()
             if task is None:
                 return
-            error = raylet.dependency_error(task)
+            error = dependencies.error_results(task)
             if error is not None:
-                raylet.finish_task(task, error)
+                self._results.finish(task, error)
                 if actor.probes:
                     self.answer_probes(actor)
                 continue
             task.state = t.RUNNING
             task.worker = worker
             actor.inflight[task.spec.task_id] = task
-            worker.conn.send((p.EXECUTE, task.spec, raylet.argument_values(task), []))
+            worker.conn.send(messages.EXECUTE(task.spec, dependencies.argument_values(task), []))
 
     def call_done(self, worker, task_id, results, retryable):
-        actor = self.actors.get(worker.actor_id)
+        actor = self._actors.get(worker.actor_id)
         if actor is None:
             return
         task = actor.inflight.pop(task_id, None)
@@ -276,7 +299,7 @@ class ActorManager:
         if retryable and task.spec.take_retry():
             self._requeue(actor, task)
             return
-        self.raylet.finish_task(task, results)
+        self._results.finish(task, results)
         if actor.probes:
             self.answer_probes(actor)
 
@@ -296,9 +319,9 @@ class ActorManager:
         other than ``broken_path`` (the one the caller just lost) and none of the
         caller's calls are left here; ("raylet", "") when the actor is elsewhere or
         dead (its calls then come here, to be forwarded or rejected)."""
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is None:
-            conn.send((p.REPLY, request_id, True, ("raylet", "")))
+            conn.send(messages.REPLY(request_id, True, ("raylet", "")))
             return
         actor.probes.append((conn, request_id, caller_id, broken_path))
         self.answer_probes(actor)
@@ -313,7 +336,7 @@ class ActorManager:
             if answer is None:
                 waiting.append(probe)
             elif not conn.transport.is_closing():
-                conn.send((p.REPLY, request_id, True, answer))
+                conn.send(messages.REPLY(request_id, True, answer))
         actor.probes = waiting
 
     @staticmethod
@@ -339,7 +362,7 @@ class ActorManager:
 
     def actor_exit(self, worker, actor_id, reason, death_data):
         """The actor ended itself (exit_actor, __ray_terminate__, constructor error)."""
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is None:
             return
         actor.no_restart = True
@@ -349,7 +372,9 @@ class ActorManager:
         self._mark_dead(actor)
 
     def worker_died(self, worker, exit_code):
-        actor = self.actors.get(worker.actor_id)
+        """The actor's worker process died: restart the actor if its restarts allow
+        (retrying or failing the calls that were running), else it is dead."""
+        actor = self._actors.get(worker.actor_id)
         if actor is None or actor.state == DEAD:
             return
         if actor.worker is not None and actor.worker is not worker:
@@ -372,12 +397,12 @@ class ActorManager:
             actor.death_reason = ""
             creation = actor.creation
             creation.spec.attempt += 1
-            self.raylet.submit(creation.spec, creation.submitter, hold_inputs=False)
+            self._submit(creation.spec, creation.submitter, hold_inputs=False)
         else:
             self._mark_dead(actor)
 
     def kill(self, actor_id, no_restart):
-        actor = self.actors.get(actor_id)
+        actor = self._actors.get(actor_id)
         if actor is None:
             raise ValueError(f"no actor {actor_id.hex()} on this node")
         if actor.state == DEAD:
@@ -391,16 +416,16 @@ class ActorManager:
             worker.process.send_signal(signal.SIGKILL)
             # Handle the death now rather than when the socket closes, so that a
             # call submitted after kill() returns never goes to the dead process.
-            self.raylet._worker_gone(worker, "was killed")
+            self._worker_killed(worker)
         elif actor.state in (PENDING, RESTARTING):
-            self.raylet.cancel_queued(actor.creation)
+            self._cancel_queued(actor.creation)
             actor.no_restart = True
             self._mark_dead(actor)
         return True
 
     def job_finished(self, job_id):
         """A driver left: its non-detached actors die with it."""
-        for actor in list(self.actors.values()):
+        for actor in list(self._actors.values()):
             if actor.job_id == job_id and not actor.spec.detached and actor.state != DEAD:
                 actor.death_reason = "the actor's owner (its driver) exited"
                 self.kill(actor.actor_id, no_restart=True)
@@ -410,7 +435,7 @@ class ActorManager:
         conn = worker.conn
         if conn is None:
             return
-        for actor in list(self.actors.values()):
+        for actor in list(self._actors.values()):
             if actor.owner is conn and not actor.spec.detached and actor.state != DEAD:
                 actor.death_reason = (f"the actor's owner (the worker process pid={worker.pid} "
                                       f"that created it) died")
@@ -425,19 +450,19 @@ class ActorManager:
         actor.inflight.clear()
         for caller in actor.callers.values():
             for task in caller.all_tasks():
-                self.raylet.forget_dependencies(task)
+                self._dependencies.forget(task)
                 self._fail_call(actor, task, actor.death_reason)
         actor.callers.clear()
         if actor.worker is not None:
-            self.raylet.release_worker_resources(actor.worker)
-        self.raylet.release_inputs(actor.creation)
+            self._resources.release_worker(actor.worker)
+        self._dependencies.release_inputs(actor.creation)
         spec = actor.spec
-        if spec.actor_name and self.raylet.gcs is not None:
-            key = f"{spec.namespace}\x00{spec.actor_name}".encode()
+        if spec.actor_name and self._gcs is not None:
+            key = tables.named_actor_key(spec.namespace, spec.actor_name)
             try:
-                entry = self.raylet.gcs.get("named_actors", key)
-                if entry and codec.loads(entry).get("actor_id") == actor.actor_id:
-                    self.raylet.gcs.delete("named_actors", key)
+                entry = tables.NAMED_ACTORS.get(self._gcs, key)
+                if entry and entry.get("actor_id") == actor.actor_id:
+                    tables.NAMED_ACTORS.delete(self._gcs, key)
             except Exception:
                 logger.exception("removing the name of a dead actor")
 
@@ -449,13 +474,13 @@ class ActorManager:
             error = ActorDiedError(f"The actor {name} is dead: {reason}.",
                                    actor_id=task.spec.actor_id.hex())
             data = serialization.serialize_error(error).to_bytes()
-        self.raylet.finish_task(task, [(oid, data, len(data), (), True) for oid in task.spec.return_ids()])
+        self._results.fail_with(task, data)
 
     # ----------------------------------------------------------------- gcs
 
     def _publish(self, actor, sync=False):
-        raylet = self.raylet
-        if raylet.gcs_writer is None:
+        writer = self._gcs_writer
+        if writer is None:
             return
         spec = actor.spec
         record = {
@@ -464,7 +489,7 @@ class ActorManager:
             "class_name": spec.actor_class_name(),
             "name": spec.actor_name,
             "namespace": spec.namespace,
-            "node_id": raylet.node_id,
+            "node_id": self._node_id,
             "pid": actor.worker.pid if actor.worker is not None else 0,
             "restarts": actor.restarts,
             "detached": spec.detached,
@@ -473,13 +498,12 @@ class ActorManager:
             "max_task_retries": spec.max_task_retries,
             "death_reason": actor.death_reason,
         }
-        data = codec.dumps(record)
-        if sync and raylet.gcs is not None:
+        if sync and self._gcs is not None:
             try:
-                raylet.gcs.put("actors", actor.actor_id, data)
+                tables.ACTORS.put(self._gcs, actor.actor_id, record)
             except Exception:
                 logger.exception("writing the record of actor %s", actor.actor_id.hex())
-                raylet.gcs_writer.put("actors", actor.actor_id, data)
+                tables.ACTORS.put(writer, actor.actor_id, record)
         else:
-            raylet.gcs_writer.put("actors", actor.actor_id, data)
-        raylet.gcs_writer.publish("actor_state", data)
+            tables.ACTORS.put(writer, actor.actor_id, record)
+        writer.publish(tables.ACTOR_STATE_CHANNEL, tables.ACTORS.encode(record))

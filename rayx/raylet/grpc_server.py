@@ -11,6 +11,7 @@ import grpc
 from rayx._core import codec
 from rayx.protos import rayx_pb2, rayx_pb2_grpc
 from rayx.raylet.peers import CHANNEL_OPTIONS
+from rayx.scheduler.service import GlobalSchedulerService
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):
@@ -32,41 +33,48 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
 
 
 class NodeService(rayx_pb2_grpc.NodeServiceServicer):
-    def __init__(self, raylet):
-        self.raylet = raylet
+    """What other nodes ask of this one; each call goes to the part that does it."""
+
+    def __init__(self, accept_forwarded, serve_pull, results_pushed, release_owner_pins, kill_actor):
+        self._accept_forwarded = accept_forwarded        # LocalScheduler.accept_forwarded
+        self._serve_pull = serve_pull                    # ObjectManager.serve_pull
+        self._results_pushed = results_pushed            # Router.results_pushed
+        self._release_owner_pins = release_owner_pins    # ObjectManager.release_owner_pins
+        self._kill_actor = kill_actor                    # ActorManager.kill
 
     async def ForwardTasks(self, request, context):
+        from_node = bytes(request.from_node_id)
         for blob in request.specs:
-            self.raylet.accept_forwarded(codec.loads(blob), bytes(request.from_node_id))
+            self._accept_forwarded(codec.loads(blob), from_node)
         return rayx_pb2.Ack(ok=True)
 
     async def PullObject(self, request, context):
-        async for chunk in self.raylet.object_manager.serve_pull(bytes(request.object_id)):
+        async for chunk in self._serve_pull(bytes(request.object_id)):
             yield chunk
 
     async def ObjectsReady(self, request, context):
-        self.raylet.remote_objects_ready(bytes(request.from_node_id), request.objects)
+        self._results_pushed(bytes(request.from_node_id), request.objects)
         return rayx_pb2.Ack(ok=True)
 
     async def FreeObjects(self, request, context):
-        self.raylet.release_owner_pins([bytes(oid) for oid in request.object_ids])
+        self._release_owner_pins([bytes(oid) for oid in request.object_ids])
         return rayx_pb2.Ack(ok=True)
 
     async def KillActor(self, request, context):
         try:
-            self.raylet.actors.kill(bytes(request.actor_id), request.no_restart)
+            self._kill_actor(bytes(request.actor_id), request.no_restart)
         except ValueError as exc:
             return rayx_pb2.Ack(ok=False, error=str(exc))
         return rayx_pb2.Ack(ok=True)
 
 
-async def start_server(raylet, host, token, with_scheduler):
-    """Start the gRPC server on ``host`` (a free port); return (server, "host:port")."""
+async def start_server(node_service, gcs, host, token, with_scheduler):
+    """Start the gRPC server on ``host`` (a free port), with the global scheduler if
+    ``with_scheduler``; return (server, "host:port")."""
     server = grpc.aio.server(interceptors=[TokenInterceptor(token)], options=CHANNEL_OPTIONS)
-    rayx_pb2_grpc.add_NodeServiceServicer_to_server(NodeService(raylet), server)
+    rayx_pb2_grpc.add_NodeServiceServicer_to_server(node_service, server)
     if with_scheduler:
-        from rayx.scheduler.service import GlobalSchedulerService
-        rayx_pb2_grpc.add_GlobalSchedulerServicer_to_server(GlobalSchedulerService(raylet.gcs), server)
+        rayx_pb2_grpc.add_GlobalSchedulerServicer_to_server(GlobalSchedulerService(gcs), server)
     port = server.add_insecure_port(f"{host}:0")
     await server.start()
     return server, f"{host}:{port}"

@@ -1,11 +1,12 @@
-"""Moving objects between nodes: serving pulls, and pulling what local tasks and
-clients wait for.
+"""Moving objects between nodes: serving pulls, pulling what local tasks and
+clients wait for, and releasing the copies this node keeps for their owners.
 
 A pull looks for copies of the object (nodes known to hold it, then the GCS
-``object_locations`` table, polled with backoff until the object exists
-somewhere), streams it from one of them in chunks straight into this node's
-arena (or, for small objects, into memory), seals it, and records the new
-location. One pull per object at a time, however many tasks need it.
+``objects`` and ``object_copies`` tables, polled with backoff until the object
+exists somewhere), streams it from one of them in chunks straight into this
+node's arena (or, for small objects, into memory), seals it, and records the
+new copy in ``object_copies``. One pull per object at a time, however many
+tasks need it.
 """
 import asyncio
 import logging
@@ -13,6 +14,7 @@ import logging
 import grpc
 
 from rayx.exceptions import ObjectExistsError, ObjectStoreFullError
+from rayx.gcs import tables
 from rayx.protos import rayx_pb2
 from rayx.raylet.objects import READY
 
@@ -22,20 +24,16 @@ CHUNK_SIZE = 8 << 20
 PULL_TIMEOUT = 600.0
 
 
-def object_locations(gcs, object_id):
-    """{node id: size} of the nodes holding the object, from the GCS object table."""
-    locations = {}
-    primary = gcs.get("objects", object_id)
-    if primary:
-        locations[bytes(primary[:16])] = int(primary[16:] or 0)
-    for node, size in gcs.hgetall("object_copies", object_id).items():
-        locations[bytes(node)] = int(size)
-    return locations
-
-
 class ObjectManager:
-    def __init__(self, raylet):
-        self.raylet = raylet
+    def __init__(self, loop, node_id, arena, objects, peers, spiller, gcs, gcs_writer):
+        self.loop = loop
+        self.node_id = node_id
+        self.arena = arena
+        self.objects = objects
+        self.peers = peers
+        self.spiller = spiller
+        self.gcs = gcs
+        self.gcs_writer = gcs_writer
         self.active = {}          # object id -> asyncio task pulling it
         self.bytes_pulled = 0
         self.pulls = 0
@@ -44,23 +42,30 @@ class ObjectManager:
         """Make sure the object becomes local (no-op if a pull is on its way)."""
         if object_id in self.active:
             return
-        self.active[object_id] = self.raylet.loop.create_task(self._fetch(object_id))
+        self.active[object_id] = self.loop.create_task(self._fetch(object_id))
+
+    def release_owner_pins(self, object_ids):
+        """FreeObjects: the node that owns these objects freed them; drop the copies
+        (and what they refer to) kept here for it."""
+        objects = self.objects
+        for object_id in object_ids:
+            objects.decref(object_id)
 
     async def _fetch(self, object_id):
-        raylet = self.raylet
+        peers = self.peers
         delay = 0.005
         try:
             while True:
-                entry = raylet.objects.get(object_id)
+                entry = self.objects.get(object_id)
                 if entry is None or entry.state == READY:
                     return
                 sources = list(entry.remote_locations or ())
                 if not sources:
                     sources = await self._gcs_locations(object_id)
-                sources = [s for s in sources if s != raylet.node_id]
-                if any(s not in raylet.peers.nodes for s in sources):
-                    await raylet._refresh_peers()     # a node that joined after our last look
-                sources = [s for s in sources if s in raylet.peers.nodes]
+                sources = [s for s in sources if s != self.node_id]
+                if any(s not in peers.nodes for s in sources):
+                    await peers.refresh()     # a node that joined after our last look
+                sources = [s for s in sources if s in peers.nodes]
                 for source in sources:
                     if await self._pull(source, object_id):
                         return
@@ -72,26 +77,24 @@ class ObjectManager:
             self.active.pop(object_id, None)
 
     async def _gcs_locations(self, object_id):
-        loop = self.raylet.loop
         try:
-            locations = await loop.run_in_executor(None, object_locations, self.raylet.gcs, object_id)
+            locations = await self.loop.run_in_executor(None, tables.object_locations, self.gcs, object_id)
         except Exception:
             return []
         return list(locations)
 
     async def _pull(self, source, object_id):
-        raylet = self.raylet
-        stub = raylet.peers.node_stub(source)
+        stub = self.peers.node_stub(source)
         if stub is None:
             return False
-        arena = raylet.arena
+        arena = self.arena
         view = None
         parts = []
         header = None
         position = 0
         try:
-            call = stub.PullObject(rayx_pb2.PullObjectRequest(object_id=object_id, to_node_id=raylet.node_id),
-                                   metadata=raylet.peers.metadata, timeout=PULL_TIMEOUT)
+            call = stub.PullObject(rayx_pb2.PullObjectRequest(object_id=object_id, to_node_id=self.node_id),
+                                   metadata=self.peers.metadata, timeout=PULL_TIMEOUT)
             async for chunk in call:
                 if header is None:
                     header = chunk
@@ -103,8 +106,8 @@ class ObjectManager:
                         except ObjectExistsError:
                             if arena.contains(object_id):
                                 call.cancel()
-                                raylet.object_arrived(object_id, None, chunk.total_size,
-                                                      list(chunk.nested_refs), chunk.is_error)
+                                self._arrived(object_id, None, chunk.total_size,
+                                              list(chunk.nested_refs), chunk.is_error)
                                 return True
                             raise
                 data = chunk.data
@@ -129,13 +132,18 @@ class ObjectManager:
             data = b"".join(parts)
         self.pulls += 1
         self.bytes_pulled += header.total_size
-        raylet.object_arrived(object_id, data, header.total_size, list(header.nested_refs), header.is_error)
+        self._arrived(object_id, data, header.total_size, list(header.nested_refs), header.is_error)
         return True
+
+    def _arrived(self, object_id, data, size, nested, is_error):
+        """A pull finished: the object is local now, and this node holds a copy."""
+        self.objects.mark_ready(object_id, data, size, nested, is_error)
+        if self.gcs_writer is not None:
+            tables.OBJECT_COPIES.add(self.gcs_writer, object_id, self.node_id, size)
 
     async def serve_pull(self, object_id):
         """Chunks of a local object for PullObject."""
-        raylet = self.raylet
-        entry = raylet.objects.get(object_id)
+        entry = self.objects.get(object_id)
         if entry is None or entry.state != READY:
             yield rayx_pb2.ObjectChunk(found=False)
             return
@@ -143,8 +151,9 @@ class ObjectManager:
             yield rayx_pb2.ObjectChunk(found=True, inline=True, total_size=entry.size, data=entry.data,
                                        is_error=entry.is_error, nested_refs=list(entry.nested))
             return
-        raylet.ensure_in_arena(entry)
-        buffer = raylet.arena.get(object_id)
+        if entry.spilled:
+            self.spiller.restore(entry)
+        buffer = self.arena.get(object_id)
         if buffer is None:
             yield rayx_pb2.ObjectChunk(found=False)
             return

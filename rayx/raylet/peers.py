@@ -1,6 +1,8 @@
 """A raylet's view of the other nodes, and what it sends them over gRPC.
 
-The live nodes come from the GCS node table (re-read with every heartbeat).
+The live nodes come from the GCS ``nodes`` table (``refresh``, with every
+heartbeat and whenever a node we do not know of shows up); ``on_nodes_changed``
+is called when the set of live nodes changed.
 Messages to a node (tasks to run, results of tasks it forwarded, frees of
 copies it holds for us) are queued per node and sent as one batched RPC per
 node per event-loop turn, over one reused channel per node; every call
@@ -11,6 +13,7 @@ import logging
 
 import grpc
 
+from rayx.gcs import tables
 from rayx.protos import rayx_pb2, rayx_pb2_grpc
 
 logger = logging.getLogger("rayx.raylet")
@@ -22,25 +25,36 @@ CALL_TIMEOUT = 30.0
 
 
 class Peers:
-    def __init__(self, loop, node_id, token):
+    def __init__(self, loop, node_id, token, gcs, on_nodes_changed):
         self.loop = loop
         self.node_id = node_id
         self.metadata = (("rayx-token", token),)
         self.nodes = {}            # node id -> heartbeat record of live nodes (self included)
+        self._gcs = gcs
+        self._on_nodes_changed = on_nodes_changed
         self._has_peers = False
         self._channels = {}
         self._forward = {}
         self._ready = {}
         self._free = {}
         self._flush_scheduled = False
-        self.on_forward_failed = None
-        self.refresh = None          # coroutine function re-reading the node table
+        self.on_forward_failed = None   # (node id, [spec blob]) of a ForwardTasks that failed
 
     # ------------------------------------------------------------- nodes
 
-    def update(self, records):
-        """Take a fresh read of the node table; return True when the set of live nodes changed."""
-        alive = {r["node_id"]: r for r in records if r.get("state") == "ALIVE"}
+    async def refresh(self):
+        """Re-read the live nodes from the GCS."""
+        try:
+            alive = await self.loop.run_in_executor(None, tables.alive_nodes, self._gcs)
+        except Exception:
+            logger.exception("reading the node table")
+            return
+        if self.update(alive):
+            self._on_nodes_changed()
+
+    def update(self, alive):
+        """Take a fresh read of the live nodes ({node id: record}); return True when
+        their set changed."""
         changed = set(alive) != set(self.nodes)
         self.nodes = alive
         self._has_peers = any(node_id != self.node_id for node_id in alive)
@@ -52,10 +66,12 @@ class Peers:
     def has_peers(self):
         return self._has_peers
 
-    def saw_peer(self):
+    def heard_from(self, node_id):
         """Another node talked to us: it exists, even if our last read of the node
-        table predates it (the next read fills in its address)."""
-        self._has_peers = True
+        table predates it; read the table again for its address."""
+        if node_id not in self.nodes:
+            self._has_peers = True
+            self.loop.create_task(self.refresh())
 
     def head_address(self):
         for record in self.nodes.values():
@@ -122,7 +138,7 @@ class Peers:
 
     async def _call(self, node_id, method, request):
         stub = self.node_stub(node_id)
-        if stub is None and self.refresh is not None:
+        if stub is None:
             await self.refresh()      # it may have joined since our last heartbeat
             stub = self.node_stub(node_id)
         if stub is None:
@@ -137,8 +153,3 @@ class Peers:
                                exc.code(), attempt + 1)
                 await asyncio.sleep(0.1 * (attempt + 1))
         return False
-
-    async def close(self):
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()

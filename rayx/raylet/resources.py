@@ -118,5 +118,15 @@ class NodeResources:
         if cpus:
             self.available["CPU"] -= cpus
 
+    def release_worker(self, worker):
+        """Take back what a worker holds: its allocation, less the CPUs it gave back
+        while blocked in ``get`` (those are free already)."""
+        if worker.allocation is not None:
+            if worker.blocked_cpus:
+                self.reacquire_cpu(worker.blocked_cpus)
+                worker.blocked_cpus = 0
+            self.release(worker.allocation)
+            worker.allocation = None
+
     def as_floats(self, which):
         return {name: from_fixed(value) for name, value in which.items()}

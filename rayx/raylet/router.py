@@ -16,39 +16,58 @@ import logging
 import grpc
 
 from rayx._core import codec
+from rayx.gcs import tables
 from rayx.protos import rayx_pb2
 from rayx.raylet import tasks as t
 from rayx.raylet.objects import READY
+from rayx.raylet.resources import from_fixed
+from rayx.raylet.waits import WaitRequest
 
 logger = logging.getLogger("rayx.raylet")
 
 QUEUE_PER_CPU = 2              # ready tasks per CPU beyond which we ask the global scheduler
 LOCALITY_BYTES = 1 << 20       # remote input bytes beyond which we ask the global scheduler
 FORWARDED = 10                 # Task.state of a task another node runs
+UNPLACED_RETRY_SECONDS = 1.0   # between heartbeat retries of the tasks that fit nowhere
 
 
 class Router:
-    def __init__(self, raylet, peers):
-        self.raylet = raylet
-        self.peers = peers
-        self.forwarded = {}          # task id -> Task run by another node (or being placed)
-        self.actor_locations = {}    # actor id -> node id
+    def __init__(self, loop, node_id, gcs, peers, objects, ready, resources, dependencies, actors,
+                 scheduler, pull):
+        self._loop = loop
+        self._node_id = node_id
+        self._gcs = gcs
+        self._peers = peers
+        self._objects = objects
+        self._ready = ready
+        self._resources = resources
+        self._dependencies = dependencies
+        self._actors = actors
+        self._scheduler = scheduler
+        self._pull = pull                   # ObjectManager.want: pull an object here
+        self._forwarded = {}         # task id -> Task run by another node (or being placed)
+        self._actor_locations = {}   # actor id -> node id
         self._to_place = []
         self._actor_backlog = {}     # actor id -> [Task] waiting for the actor's location
-        self.unplaced = []           # tasks no live node can run; retried when nodes join
+        self._unplaced = []          # tasks no live node can run; retried when nodes join
+        self._unplaced_retried = 0.0
         self._warned = set()         # ids of unplaced tasks the driver was warned about
         self._place_scheduled = False
         peers.on_forward_failed = self._forward_failed
+
+    def is_forwarded(self, task_id):
+        """Whether another node runs the task for us (its results are pushed here)."""
+        return task_id in self._forwarded
 
     # --------------------------------------------------------------- route
 
     def route(self, task):
         """Take the task elsewhere if it should not run here; True when taken."""
-        if not self.peers.has_peers():
+        if not self._peers.has_peers():
             return False
         spec = task.spec
         if spec.task_type == codec.ACTOR_TASK:
-            if spec.actor_id in self.raylet.actors.actors:
+            if self._actors.hosts(spec.actor_id):
                 return False
             self._hold(task)
             self._send_actor_call(task)
@@ -61,43 +80,44 @@ class Router:
 
     def _should_place_globally(self, task):
         spec = task.spec
-        raylet = self.raylet
         if spec.strategy == codec.STRATEGY_SPREAD:
             return True
         if spec.strategy == codec.STRATEGY_NODE_AFFINITY:
-            return spec.strategy_node_id != raylet.node_id
-        request = raylet.ready.request_for(task)
-        if not raylet.resources.feasible(request):
+            return spec.strategy_node_id != self._node_id
+        request = self._ready.request_for(task)
+        resources = self._resources
+        if not resources.feasible(request):
             return True
-        cpus = raylet.resources.total.get("CPU", 0) / 10000
-        if len(raylet.ready) >= QUEUE_PER_CPU * max(1.0, cpus):
+        cpus = from_fixed(resources.total.get("CPU", 0))
+        if len(self._ready) >= QUEUE_PER_CPU * max(1.0, cpus):
             return True
         remote_bytes = 0
+        objects = self._objects
         for object_id in task.deps:
-            entry = raylet.objects.get(object_id)
+            entry = objects.get(object_id)
             if entry is not None and entry.state != READY and entry.remote_locations:
                 remote_bytes += entry.size
         return remote_bytes > LOCALITY_BYTES
 
     def _hold(self, task):
         """Keep the task's inputs alive here and make its results known here."""
-        raylet = self.raylet
-        raylet.track_dependencies(task, hold_inputs=True, wait=False)
+        self._dependencies.hold_inputs(task)
+        objects = self._objects
         for object_id in task.spec.return_ids():
-            raylet.objects.entry(object_id)
+            objects.entry(object_id)
         task.state = FORWARDED
-        self.forwarded[task.spec.task_id] = task
+        self._forwarded[task.spec.task_id] = task
 
     def adopt(self, task):
         """Place a task this node already holds the inputs of (it was infeasible here)."""
         task.state = FORWARDED
-        self.forwarded[task.spec.task_id] = task
+        self._forwarded[task.spec.task_id] = task
         self.place(task)
 
     def adopt_call(self, task):
         """Forward an actor call this node already holds the inputs of."""
         task.state = FORWARDED
-        self.forwarded[task.spec.task_id] = task
+        self._forwarded[task.spec.task_id] = task
         self._send_actor_call(task)
 
     # -------------------------------------------------------- global placing
@@ -106,21 +126,21 @@ class Router:
         self._to_place.append(task)
         if not self._place_scheduled:
             self._place_scheduled = True
-            self.raylet.loop.call_soon(lambda: self.raylet.loop.create_task(self._place_batch()))
+            self._loop.call_soon(lambda: self._loop.create_task(self._place_batch()))
 
     async def _place_batch(self):
         self._place_scheduled = False
         batch, self._to_place = self._to_place, []
         if not batch:
             return
-        stub = self.peers.scheduler_stub()
+        stub = self._peers.scheduler_stub()
         placements = None
         if stub is not None:
             try:
                 reply = await stub.Schedule(
                     rayx_pb2.ScheduleRequest(specs=[task.spec.encode() for task in batch],
-                                             from_node_id=self.raylet.node_id),
-                    metadata=self.peers.metadata, timeout=30)
+                                             from_node_id=self._node_id),
+                    metadata=self._peers.metadata, timeout=30)
                 placements = list(reply.placements)
             except grpc.aio.AioRpcError as exc:
                 logger.warning("the global scheduler failed (%s); keeping %d task(s) local",
@@ -130,66 +150,72 @@ class Router:
             if placement is None:
                 self.run_here(task)
             elif placement.infeasible:
-                self.unplaced.append(task)
+                self._unplaced.append(task)
                 if task.spec.task_id not in self._warned:
                     self._warned.add(task.spec.task_id)
-                    self.raylet.warn_infeasible(task)
-            elif bytes(placement.node_id) == self.raylet.node_id:
+                    self._scheduler.warn_infeasible(task)
+            elif bytes(placement.node_id) == self._node_id:
                 self.run_here(task)
             else:
                 self.forward(task, bytes(placement.node_id))
 
     def run_here(self, task):
-        self.forwarded.pop(task.spec.task_id, None)
+        self._forwarded.pop(task.spec.task_id, None)
         self._warned.discard(task.spec.task_id)
         task.state = t.WAITING
-        self.raylet.submit_here(task, inputs_held=True)
+        self._scheduler.submit_here(task, inputs_held=True)
 
     def forward(self, task, node_id):
         spec = task.spec
         self._warned.discard(spec.task_id)
         if spec.task_type == codec.ACTOR_CREATION_TASK:
-            self.actor_locations[spec.actor_id] = node_id
+            self._actor_locations[spec.actor_id] = node_id
             self._flush_backlog(spec.actor_id)
-        self.peers.forward(node_id, spec.encode())
+        self._peers.forward(node_id, spec.encode())
 
     def _forward_failed(self, node_id, specs):
         for blob in specs:
             spec = codec.loads(blob)
-            task = self.forwarded.get(spec.task_id)
+            task = self._forwarded.get(spec.task_id)
             if task is not None and spec.task_type != codec.ACTOR_TASK:
                 self.place(task)
 
     def retry_unplaced(self):
         """Nodes joined or left: try again to place what fit nowhere."""
-        tasks, self.unplaced = self.unplaced, []
+        tasks, self._unplaced = self._unplaced, []
         for task in tasks:
             self.place(task)
+
+    def on_heartbeat(self):
+        """Retry what fit nowhere, at most every ``UNPLACED_RETRY_SECONDS``."""
+        if self._unplaced and self._loop.time() - self._unplaced_retried > UNPLACED_RETRY_SECONDS:
+            self._unplaced_retried = self._loop.time()
+            self.retry_unplaced()
 
     # ----------------------------------------------------------- actor calls
 
     def _send_actor_call(self, task):
         actor_id = task.spec.actor_id
-        node_id = self.actor_locations.get(actor_id)
+        node_id = self._actor_locations.get(actor_id)
         if node_id is not None and actor_id not in self._actor_backlog:
-            self.peers.forward(node_id, task.spec.encode())
+            self._peers.forward(node_id, task.spec.encode())
             return
         backlog = self._actor_backlog.get(actor_id)
         if backlog is None:
             backlog = self._actor_backlog[actor_id] = []
-            self.raylet.loop.create_task(self._locate_actor(actor_id))
+            self._loop.create_task(self._locate_actor(actor_id))
         backlog.append(task)
 
     async def _locate_actor(self, actor_id, timeout=60.0):
-        loop = self.raylet.loop
+        loop = self._loop
         delay = 0.005
         deadline = loop.time() + timeout
-        while actor_id not in self.actor_locations and loop.time() < deadline:
-            if actor_id in self.raylet.actors.actors:
+        while actor_id not in self._actor_locations and loop.time() < deadline:
+            if self._actors.hosts(actor_id):
                 break
-            blob = await loop.run_in_executor(None, self.raylet.gcs.get, "actors", actor_id)
-            if blob:
-                self.actor_locations[actor_id] = codec.loads(blob)["node_id"]
+            record = await loop.run_in_executor(None, tables.ACTORS.get, self._gcs, actor_id)
+            if record:
+                self._actor_locations[actor_id] = record["node_id"]
                 break
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
@@ -199,35 +225,62 @@ class Router:
         backlog = self._actor_backlog.pop(actor_id, None)
         if not backlog:
             return
-        node_id = self.actor_locations.get(actor_id)
+        node_id = self._actor_locations.get(actor_id)
         for task in backlog:
             if node_id is None:
                 # Here after all, or nowhere (then the call fails with ActorDiedError).
-                self.forwarded.pop(task.spec.task_id, None)
-                self.raylet.release_inputs(task)
-                self.raylet.actors.submit_call(task)
+                self._forwarded.pop(task.spec.task_id, None)
+                self._dependencies.release_inputs(task)
+                self._actors.submit_call(task)
             else:
-                self.peers.forward(node_id, task.spec.encode())
+                self._peers.forward(node_id, task.spec.encode())
 
-    def kill_remote_actor(self, actor_id, no_restart):
-        node_id = self.actor_locations.get(actor_id)
+    def kill_actor(self, actor_id, no_restart):
+        """rayx.kill, wherever the actor lives."""
+        if self._actors.hosts(actor_id) or not self._peers.has_peers():
+            return self._actors.kill(actor_id, no_restart)
+        node_id = self._actor_locations.get(actor_id)
         if node_id is None:
-            blob = self.raylet.gcs.get("actors", actor_id)
-            if blob is None:
+            record = tables.ACTORS.get(self._gcs, actor_id)
+            if record is None:
                 raise ValueError(f"no actor {actor_id.hex()} in the cluster")
-            node_id = codec.loads(blob)["node_id"]
-        stub = self.peers.node_stub(node_id)
+            node_id = record["node_id"]
+        stub = self._peers.node_stub(node_id)
         if stub is None:
             raise ValueError(f"the node of actor {actor_id.hex()} is not alive")
-        self.raylet.loop.create_task(stub.KillActor(
+        self._loop.create_task(stub.KillActor(
             rayx_pb2.KillActorRequest(actor_id=actor_id, no_restart=no_restart),
-            metadata=self.peers.metadata, timeout=30))
+            metadata=self._peers.metadata, timeout=30))
         return True
 
     # ------------------------------------------------------------- results
 
-    def results_arrived(self, task_id):
-        """The node running a forwarded task pushed its results: stop holding its inputs."""
-        task = self.forwarded.pop(task_id, None)
-        if task is not None:
-            self.raylet.release_inputs(task)
+    def results_pushed(self, from_node, ready_objects):
+        """ObjectsReady: results of tasks we forwarded, pushed by the node that ran them
+        (which keeps its copies until we free them); we stop holding their inputs."""
+        objects = self._objects
+        done_tasks = set()
+        for obj in ready_objects:
+            object_id = bytes(obj.object_id)
+            nested = [bytes(inner) for inner in obj.nested_refs]
+            entry = objects.entry(object_id)
+            entry.add_owner_pin(from_node)
+            for inner in nested:
+                objects.entry(inner).add_owner_pin(from_node)
+            if obj.inline:
+                objects.mark_ready(object_id, bytes(obj.data), obj.size, nested, obj.is_error)
+            else:
+                entry.size = obj.size
+                entry.remote_locations.add(from_node)
+                if entry.waiters:
+                    for waiter in list(entry.waiters):
+                        if isinstance(waiter, WaitRequest) and not waiter.fetch:
+                            entry.waiters.remove(waiter)   # it only asked whether the object exists
+                            waiter.object_ready(entry)
+                    if entry.waiters:
+                        self._pull(object_id)
+            done_tasks.add(object_id[:16])
+        for task_id in done_tasks:
+            task = self._forwarded.pop(task_id, None)
+            if task is not None:
+                self._dependencies.release_inputs(task)

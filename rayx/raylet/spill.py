@@ -17,8 +17,9 @@ logger = logging.getLogger("rayx.raylet")
 
 
 class Spiller:
-    def __init__(self, arena, directory):
+    def __init__(self, arena, objects, directory):
         self.arena = arena
+        self.objects = objects
         self.directory = directory
         self.spilled_bytes = 0
         self.restored_bytes = 0
@@ -26,9 +27,18 @@ class Spiller:
     def _path(self, object_id):
         return os.path.join(self.directory, object_id.hex())
 
-    def make_room(self, objects, nbytes):
+    def room_for(self, nbytes):
+        """A client could not fit ``nbytes``: its dropped refs were handled before it
+        asked, so what nobody refers to is already freed; if that is not enough,
+        referenced objects are spilled. Returns the largest free block."""
+        if self.arena.stats()["largest_free_block"] < nbytes:
+            self.make_room(nbytes)
+        return self.arena.stats()["largest_free_block"]
+
+    def make_room(self, nbytes):
         """Spill LRU objects until ``nbytes`` could fit; returns the bytes spilled."""
         arena = self.arena
+        objects = self.objects
         spilled = 0
         for object_id in arena.lru_candidates(nbytes):
             if arena.stats()["largest_free_block"] >= nbytes:
@@ -52,22 +62,24 @@ class Spiller:
             logger.info("spilled %d bytes to %s", spilled, self.directory)
         return spilled
 
-    def restore(self, objects, entry):
-        """Read a spilled object back into the arena (spilling others if needed)."""
+    def restore(self, entry):
+        """Read a spilled object back into the arena (spilling others if needed); done
+        before anyone is told to read it from the arena."""
         arena = self.arena
         try:
             view = arena.create_object(entry.object_id, entry.size)
         except ObjectStoreFullError:
-            self.make_room(objects, entry.size)
+            self.make_room(entry.size)
             view = arena.create_object(entry.object_id, entry.size)
+        restored = False
         try:
             with open(entry.spilled, "rb") as f:
                 f.readinto(view)
-        except BaseException:
-            del view
-            arena.abort(entry.object_id)
-            raise
-        del view
+            restored = True
+        finally:
+            del view          # no view may be alive when the object is sealed or aborted
+            if not restored:
+                arena.abort(entry.object_id)
         arena.seal(entry.object_id)
         self.forget(entry)
         self.restored_bytes += entry.size

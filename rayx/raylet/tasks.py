@@ -4,7 +4,8 @@ and running on a worker.
 A ``Task`` counts the inputs it still waits for (it registers itself as a
 waiter on each missing object). Once they are all local it moves to the ready
 queue of its resource shape; the dispatcher takes tasks from those queues in
-order while the node's resources and idle workers allow.
+order while the node's resources and idle workers allow. The ``TaskTable``
+holds every task of this node from its submission until it finishes.
 """
 import collections
 
@@ -40,18 +41,46 @@ class Task:
             self.on_ready(self)
 
 
+class TaskTable(dict):
+    """task id -> Task, for the tasks this node holds from submission until they
+    finish (tasks forwarded to other nodes are the router's). A dict, so that the
+    per-task paths add and drop tasks without a Python call."""
+
+    __slots__ = ()
+
+    def counts(self):
+        """(waiting for inputs, running): the heartbeat's load figures."""
+        waiting = running = 0
+        for task in self.values():
+            if task.state == WAITING:
+                waiting += 1
+            elif task.state == RUNNING:
+                running += 1
+        return waiting, running
+
+
 class ReadyQueues:
-    """FIFO queues of ready tasks, one per resource shape."""
+    """FIFO queues of ready tasks, one per resource shape (``TaskSpec.shape_key``),
+    and each shape's request in fixed-point units, computed once."""
 
     def __init__(self):
         self.queues = collections.OrderedDict()
         self._requests = {}
 
+    def request(self, shape, resources):
+        """The fixed-point request of ``shape`` (whose resources are ``resources``)."""
+        request = self._requests.get(shape)
+        if request is None:
+            request = self._requests[shape] = fixed_request(resources)
+        return request
+
     def request_for(self, task):
         request = self._requests.get(task.shape)
-        if request is None:
-            request = self._requests[task.shape] = fixed_request(task.spec.resources)
-        return request
+        return request if request is not None else self.request(task.shape, task.spec.resources)
+
+    def has_tasks(self, shape):
+        """Whether tasks of ``shape`` wait in its queue."""
+        return bool(self.queues.get(shape))
 
     def push(self, task):
         queue = self.queues.get(task.shape)

@@ -1,5 +1,6 @@
-"""The raylet's worker processes: starting them, tracking them, forwarding
-their output, and noticing when they die.
+"""The raylet's worker processes: starting them (a warm pool of at least
+``min_workers`` task workers), tracking them, forwarding their output, and
+forgetting them when they die.
 
 Workers are plain Python processes running ``rayx.worker_main``; they connect
 back to the raylet's socket and register with the id they were started with.
@@ -26,7 +27,7 @@ EXITING = 5     # exits on its own (max_calls reached): takes no more work, is n
 class Worker:
     __slots__ = ("worker_id", "process", "pid", "conn", "state", "task", "allocation",
                  "blocked_cpus", "actor_id", "log_file", "display_name", "job_id",
-                 "_partial", "started_for_actor", "direct_path", "queued", "lease_holder")
+                 "partial_line", "direct_path", "queued", "lease_holder")
 
     def __init__(self, worker_id, process, log_file):
         self.worker_id = worker_id
@@ -42,31 +43,30 @@ class Worker:
         self.log_file = log_file
         self.display_name = None
         self.job_id = b""
-        self._partial = {1: b"", 2: b""}
-        self.started_for_actor = False
+        self.partial_line = {1: b"", 2: b""}   # per stream: output after its last newline
         self.direct_path = ""       # where it takes direct calls and leased tasks
         self.lease_holder = None    # the connection of the caller it is leased to
 
 
 class WorkerPool:
-    """Starts and tracks workers; ``on_output(worker, text)`` receives their prefixed lines."""
+    """Starts and tracks workers; ``on_output(worker, stream, text)`` receives their
+    prefixed lines."""
 
-    def __init__(self, loop, socket_path, session_dir, node_id, on_output, extra_env=None):
+    def __init__(self, loop, socket_path, session_dir, min_workers, on_output):
         self.loop = loop
         self.socket_path = socket_path
         self.session_dir = session_dir
-        self.node_id = node_id
+        self.min_workers = min_workers
         self.on_output = on_output
-        self.extra_env = extra_env or {}
         self.workers = {}        # worker id -> Worker
         self.idle = []           # idle task workers, most recently used last
         self.starting = 0
+        self.closed = False      # the node stops: no more workers, deaths are expected
 
     def start_worker(self):
         worker_id = WorkerID.from_random().binary()
         log_path = os.path.join(self.session_dir, "logs", f"worker-{worker_id.hex()[:12]}.log")
         env = dict(os.environ)
-        env.update(self.extra_env)
         env["PYTHONUNBUFFERED"] = "1"
         env["RAYX_WORKER_ID"] = worker_id.hex()
         env["RAYX_RAYLET_SOCKET"] = self.socket_path
@@ -95,18 +95,18 @@ class WorkerPool:
         if not data:
             self.loop.remove_reader(pipe.fileno())
             pipe.close()
-            tail = worker._partial[stream]
+            tail = worker.partial_line[stream]
             if tail:
-                worker._partial[stream] = b""
+                worker.partial_line[stream] = b""
                 self._emit(worker, stream, tail)
             return
         worker.log_file.write(data)
-        data = worker._partial[stream] + data
+        data = worker.partial_line[stream] + data
         cut = data.rfind(b"\n")
         if cut < 0:
-            worker._partial[stream] = data
+            worker.partial_line[stream] = data
             return
-        worker._partial[stream] = data[cut + 1:]
+        worker.partial_line[stream] = data[cut + 1:]
         self._emit(worker, stream, data[:cut])
 
     def _emit(self, worker, stream, data):
@@ -139,7 +139,15 @@ class WorkerPool:
         worker.display_name = None
         self.idle.append(worker)
 
+    def keep_minimum(self):
+        """Start task workers until ``min_workers`` exist (not once the pool is closed)."""
+        if self.closed:
+            return
+        for _ in range(self.min_workers - self.count_task_workers()):
+            self.start_worker()
+
     def remove(self, worker):
+        """Forget a worker that died: close its log, remove its socket, reap its process."""
         if worker.state == STARTING:
             self.starting -= 1
         worker.state = DEAD
@@ -150,6 +158,11 @@ class WorkerPool:
             pass
         try:
             worker.log_file.close()
+        except Exception:
+            pass
+        _unlink_socket(worker)
+        try:
+            worker.process.wait(timeout=1.0)
         except Exception:
             pass
 
@@ -165,6 +178,8 @@ class WorkerPool:
         return sum(1 for w in self.workers.values() if w.state in (IDLE, BUSY, STARTING) and not w.actor_id)
 
     def kill_all(self, timeout=2.0):
+        """The node stops: close the pool, end every worker, remove their sockets."""
+        self.closed = True
         procs = [w.process for w in self.workers.values()]
         for proc in procs:
             try:
@@ -180,3 +195,14 @@ class WorkerPool:
                     proc.wait(timeout=timeout)
                 except subprocess.TimeoutExpired:
                     pass
+        for worker in self.workers.values():
+            _unlink_socket(worker)
+
+
+def _unlink_socket(worker):
+    """A worker that was killed leaves its socket file behind."""
+    if worker.direct_path:
+        try:
+            os.unlink(worker.direct_path)
+        except OSError:
+            pass
