@@ -20,7 +20,6 @@ import select
 import subprocess
 import time
 
-from rayx import protocol
 from rayx._private import sessions
 from rayx._private.process import kill_pid, python_command, stop_process
 

@@ -11,11 +11,13 @@ import pytest
 import rayx
 from conftest import HeadNode
 from rayx.exceptions import WorkerCrashedError
+from rayx.gcs import tables
+from rayx.runtime import context
 
 
 def test_shutdown_leaves_nothing_behind(shutdown_only):
     rayx.init(num_cpus=2, object_store_memory=128 << 20)
-    node = rayx.api._node
+    node = context.started_node()
     arena_path, socket_path = node.arena_path, node.socket_path
 
     @rayx.remote
@@ -190,7 +192,7 @@ def test_infeasible_task_is_reported_not_hung(rayx_start, capfd):
     from rayx.scripts.cli import format_status
     deadline = time.time() + 10
     while time.time() < deadline:
-        status = format_status(rayx.api._node_records())
+        status = format_status(list(tables.NODES.scan(context.gcs()).values()))
         if "unobtainium" in status:
             break
         time.sleep(0.1)
@@ -226,7 +228,7 @@ def test_init_without_address_joins_the_running_cluster(head_node):
         import rayx
 
         ctx = rayx.init()
-        assert rayx.api._node is None, "init() started a cluster of its own"
+        assert context.started_node() is None, "init() started a cluster of its own"
         print("SESSION", ctx.address_info["session_dir"])
 
         @rayx.remote
@@ -238,7 +240,7 @@ def test_init_without_address_joins_the_running_cluster(head_node):
         with pytest.raises(ValueError, match="must not be given"):
             rayx.init(num_cpus=2)
         ctx = rayx.init(address="local", num_cpus=1, object_store_memory=64 << 20)
-        assert rayx.api._node is not None
+        assert context.started_node() is not None
         print("LOCAL", ctx.address_info["session_dir"])
         rayx.shutdown()
     """)
@@ -254,7 +256,7 @@ def test_a_dead_cluster_record_is_ignored_and_removed(head_node):
     out = head_node.run_driver("""
         import rayx
         rayx.init(num_cpus=1, object_store_memory=64 << 20)
-        assert rayx.api._node is not None
+        assert context.started_node() is not None
         print("RESULT", rayx.get(rayx.put(5)))
         rayx.shutdown()
     """)

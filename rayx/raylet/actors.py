@@ -31,8 +31,8 @@ import heapq
 import logging
 import signal
 
-from rayx import protocol as p
-from rayx import serialization
+from rayx import messages
+from rayx.runtime import serialization
 from rayx._core import codec
 from rayx.exceptions import ActorDiedError, TaskCancelledError
 from rayx.raylet import tasks as t
@@ -236,7 +236,7 @@ class ActorManager:
                 self.raylet.fail_task(task, TaskCancelledError.before_it_ran(spec))
             return
         if spec.task_id in actor.inflight:
-            actor.worker.conn.send((p.CANCEL, spec.task_id))
+            actor.worker.conn.send(messages.CANCEL(spec.task_id))
             return
         caller = actor.callers.get(spec.caller_id)
         if caller is not None and caller.drop(task):
@@ -264,7 +264,7 @@ class ActorManager:
             task.state = t.RUNNING
             task.worker = worker
             actor.inflight[task.spec.task_id] = task
-            worker.conn.send((p.EXECUTE, task.spec, raylet.argument_values(task), []))
+            worker.conn.send(messages.EXECUTE(task.spec, raylet.argument_values(task), []))
 
     def call_done(self, worker, task_id, results, retryable):
         actor = self.actors.get(worker.actor_id)
@@ -298,7 +298,7 @@ class ActorManager:
         dead (its calls then come here, to be forwarded or rejected)."""
         actor = self.actors.get(actor_id)
         if actor is None:
-            conn.send((p.REPLY, request_id, True, ("raylet", "")))
+            conn.send(messages.REPLY(request_id, True, ("raylet", "")))
             return
         actor.probes.append((conn, request_id, caller_id, broken_path))
         self.answer_probes(actor)
@@ -313,7 +313,7 @@ class ActorManager:
             if answer is None:
                 waiting.append(probe)
             elif not conn.transport.is_closing():
-                conn.send((p.REPLY, request_id, True, answer))
+                conn.send(messages.REPLY(request_id, True, answer))
         actor.probes = waiting
 
     @staticmethod

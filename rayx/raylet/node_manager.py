@@ -2,7 +2,7 @@
 asyncio event loop.
 
 Drivers and workers connect to its Unix socket and exchange framed messages
-(``rayx.protocol``). The raylet keeps tasks until their inputs are ready,
+(``rayx.messages``). The raylet keeps tasks until their inputs are ready,
 runs them on idle workers when the node's resources allow, records results
 (small ones inline, large ones already sealed in the arena by the worker),
 answers ``get``/``wait`` requests, counts references and frees objects, and
@@ -17,8 +17,7 @@ import os
 import time
 
 from rayx import messages
-from rayx import protocol as p
-from rayx import serialization
+from rayx.runtime import serialization
 from rayx._core import codec
 from rayx.exceptions import ACTOR_CALL_FORCE_CANCEL, TaskCancelledError, WorkerCrashedError
 from rayx.protos import rayx_pb2
@@ -114,7 +113,7 @@ class WaitRequest:
         if self.done:
             # Answered already; the client asked to hear about the rest (a later
             # wait on them then needs no round trip).
-            self.conn.send((p.READY_NOTE, entry.object_id))
+            self.conn.send(messages.READY_NOTE(entry.object_id))
             self.notes_left -= 1
             if self.notes_left <= 0:
                 self.conn.notifiers.discard(self)
@@ -307,7 +306,7 @@ class Raylet:
                 return
             conn.worker = worker
             self.pool.push_idle(worker)
-        conn.send((p.REGISTERED, reply))
+        conn.send(messages.REGISTERED(reply))
         if kind != "driver":
             self._schedule_dispatch()
 
@@ -362,9 +361,9 @@ class Raylet:
                 self.actors.direct_probe(conn, request_id, *args)
                 return
             result = getattr(self, "_op_" + op)(conn, *args)
-            conn.send((p.REPLY, request_id, True, result))
+            conn.send(messages.REPLY(request_id, True, result))
         except Exception as exc:
-            conn.send((p.REPLY, request_id, False, f"{type(exc).__name__}: {exc}"))
+            conn.send(messages.REPLY(request_id, False, f"{type(exc).__name__}: {exc}"))
 
     def _op_cancel(self, conn, task_id, force):
         """rayx.cancel: drop the task if it has not started; interrupt it (or, with
@@ -388,7 +387,7 @@ class Raylet:
         if force and worker is not None and worker.task is task:
             worker.process.kill()
         elif worker is not None:
-            worker.conn.send((p.CANCEL, task_id))
+            worker.conn.send(messages.CANCEL(task_id))
         return True
 
     def _op_make_room(self, conn, nbytes):
@@ -468,7 +467,7 @@ class Raylet:
             ready.append((object_id, data, entry.in_arena))
         if lingering:
             conn.notifiers.add(request)
-        conn.send((p.WAIT_REPLY, request.request_id, ready))
+        conn.send(messages.WAIT_REPLY(request.request_id, ready))
         self._unblock(conn.worker)
 
     def _on_cancel_wait(self, conn, request_id):
@@ -608,7 +607,7 @@ class Raylet:
         conn = task.submitter
         targets = [conn] if conn is not None and conn.kind == "driver" else list(self.drivers)
         for target in targets:
-            target.send((p.LOG, 2, message))
+            target.send(messages.LOG(2, message))
 
     def _schedule_dispatch(self):
         if not self._dispatch_scheduled:
@@ -661,7 +660,7 @@ class Raylet:
                 task.state = t.RUNNING
                 task.worker = worker
                 worker.queued.append(task)
-                worker.conn.send((p.EXECUTE, task.spec, self.argument_values(task), worker.allocation.gpu_ids()))
+                worker.conn.send(messages.EXECUTE(task.spec, self.argument_values(task), worker.allocation.gpu_ids()))
                 if len(worker.queued) >= PIPELINE_DEPTH - 1:
                     workers.pop(0)
 
@@ -719,7 +718,7 @@ class Raylet:
             worker.display_name = spec.actor_class_name()
             worker.actor_id = spec.actor_id
             self.actors.placed(spec.actor_id, worker)
-        worker.conn.send((p.EXECUTE, spec, self.argument_values(task), allocation.gpu_ids()))
+        worker.conn.send(messages.EXECUTE(spec, self.argument_values(task), allocation.gpu_ids()))
 
     def _on_task_done(self, conn, task_id, results, retryable, exiting=False):
         worker = conn.worker
@@ -947,7 +946,7 @@ class Raylet:
     def _on_worker_output(self, worker, stream, text):
         targets = [d for d in self.drivers if not worker.job_id or d.job_id == worker.job_id] or self.drivers
         for driver in targets:
-            driver.send((p.LOG, stream, text))
+            driver.send(messages.LOG(stream, text))
 
 
 def _unlink_socket(worker):

@@ -12,7 +12,7 @@ first if needed).
   older than NODE_TIMEOUT_S seconds is shown DEAD, as ``rayx status`` does.
 * ``list_tasks``: the ``tasks`` table (lineage: every task submitted) joined by
   task id with ``task_events`` (written by the worker that ran it, see
-  ``rayx.task_events``). A task with lineage but no event yet is
+  ``rayx.runtime.task_events``). A task with lineage but no event yet is
   PENDING_OR_RUNNING; one that never ran (an input failed, its worker crashed)
   stays so too, as there is no event for it.
 * ``list_objects``: the ``objects`` table (where each object was made, its
@@ -30,8 +30,10 @@ sorting.
 """
 import time
 
-from rayx import task_events
+from rayx.runtime import context, task_events
+from rayx.runtime.driver import core_worker
 from rayx._core import codec
+from rayx.gcs import tables
 
 ACTOR_FIELDS = ("actor_id", "class_name", "state", "name", "namespace", "pid", "restarts",
                 "node_id", "job_id", "detached", "death_reason")
@@ -43,7 +45,7 @@ TASK_FIELDS = ("task_id", "name", "state", "type", "job_id", "actor_id", "node_i
 OBJECT_FIELDS = ("object_id", "size", "node_id", "copies", "task_id", "is_put", "creator")
 
 NODE_TIMEOUT_S = 30.0
-TASK_EVENTS_TABLE = task_events.TABLE
+TASK_EVENTS_TABLE = tables.TASK_EVENTS.name
 PENDING_OR_RUNNING = "PENDING_OR_RUNNING"
 TASK_TYPES = {codec.NORMAL_TASK: "NORMAL_TASK", codec.ACTOR_CREATION_TASK: "ACTOR_CREATION_TASK",
               codec.ACTOR_TASK: "ACTOR_TASK"}
@@ -75,9 +77,8 @@ class StateRow(dict):
 def _gcs(gcs=None):
     if gcs is not None:
         return gcs
-    from rayx import api
-    api._global_worker()
-    return api._gcs
+    core_worker()
+    return context.gcs()
 
 
 def _hex(value):
