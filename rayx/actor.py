@@ -178,7 +178,12 @@ def handle_by_id(actor_id):
 
 
 class ActorHandle:
-    """A reference to an actor: call ``handle.method.remote(...)``."""
+    """A reference to an actor: call ``handle.method.remote(...)``.
+
+    Its own attributes all start with ``_`` so that none can hide a method of the
+    actor (``handle.name`` is the actor's method ``name``); they are the handle's
+    fields, read by its ActorMethods and by ``rayx.kill``, as in Ray.
+    """
 
     def __init__(self, actor_id, class_name, methods, max_task_retries=0, max_pending_calls=-1):
         self._actor_id = actor_id

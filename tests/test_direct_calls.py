@@ -1,4 +1,4 @@
-"""Direct actor calls (rayx.direct_calls): a caller on the actor's node talks to
+"""Direct actor calls (rayx.runtime.actor_calls): a caller on the actor's node talks to
 the actor's worker over its own socket. These tests check that calls really
 take that path, and everything around it: arguments of every kind, results
 used elsewhere (tasks, other actors, other processes), reference counting,

@@ -3,8 +3,12 @@ tables built from them: every tag is declared once, every table a driver,
 worker or caller dispatches through passes ``messages.handlers``' signature
 check and covers what its senders send, and a handler whose parameters do not
 match its message is refused when the table is built."""
+import ast
+import pathlib
+
 import pytest
 
+import rayx
 from rayx import messages
 from rayx.runtime import context
 from rayx.runtime.actor_calls import ActorChannel
@@ -32,6 +36,37 @@ def test_a_message_is_its_tag_then_its_fields():
     assert messages.PUSH_GIVE_BACK([b"t"]) == (72, [b"t"])
     assert messages.PUSH_CANCEL(b"t", False) == (73, b"t", False)
     assert messages.SUBMIT("spec") == (2, "spec")
+
+
+def _inline_messages():
+    """(where, message, number of fields given) of every tuple the rayx package builds
+    inline with a declaration's tag (``NAME = messages.X.tag``, then ``(NAME, ...)``)."""
+    found = []
+    for path in pathlib.Path(rayx.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        tags = {}
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "tag" and isinstance(node.value.value, ast.Attribute)
+                    and isinstance(node.value.value.value, ast.Name)
+                    and node.value.value.value.id == "messages"):
+                tags[node.targets[0].id] = getattr(messages, node.value.value.attr)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Tuple) and node.elts and isinstance(node.elts[0], ast.Name)
+                    and node.elts[0].id in tags):
+                assert not any(isinstance(e, ast.Starred) for e in node.elts), (path, node.lineno)
+                found.append((f"{path.name}:{node.lineno}", tags[node.elts[0].id], len(node.elts) - 1))
+    return found
+
+
+def test_messages_built_inline_on_hot_paths_match_their_declarations():
+    found = _inline_messages()
+    assert {message.name for _, message, _ in found} >= {"SUBMIT", "PUT", "TASK_DONE", "PUSH_TASK",
+                                                           "PUSH_DONE"}
+    for where, message, given in found:
+        assert len(message.fields) <= given <= len(message.fields) + len(message.optional), \
+            f"{where}: {message!r} built with {given} fields"
 
 
 def _tags(direction_start):

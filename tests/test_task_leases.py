@@ -1,4 +1,4 @@
-"""Tasks on leased workers (``rayx.task_leases``): the raylet lends workers and
+"""Tasks on leased workers (``rayx.runtime.leased_tasks``): the raylet lends workers and
 sees no message per task; arguments and results of every kind; leases go back
 when idle; nested tasks that block; retries and failures when a leased worker
 dies; cancel.

@@ -29,7 +29,7 @@ Tables (key -> value):
   object_copies  object id -> hash {node id: size as decimal bytes}: extra
                  copies pulled to other nodes
   task_events    (worker id, batch number) key -> {"common": {...}, "events":
-                 [...]} (``rayx.task_events``)
+                 [...]} (``rayx.runtime.task_events``)
 
 Counters and channels (primary shard): JOB_COUNTER numbers jobs;
 ACTOR_STATE_CHANNEL carries actor records as they change; JOB_FINISHED_CHANNEL

@@ -1,7 +1,9 @@
 """The runtime every driver and worker process runs, apart from the public API.
 
 The public modules (``rayx.api``, ``rayx.actor``, ``rayx.remote_function``, ...)
-build task specs and hand them to this package; nothing here imports them.
+check what users pass, build task specs and hand them to this package, which
+never imports them (it uses ``rayx.exceptions``, ``rayx.object_ref`` and, to
+start a node, ``rayx.node``, which import nothing of it).
 
   context        this process's runtime state: its core worker, GCS client,
                  namespace, session (the one owner of the process globals)
@@ -10,10 +12,9 @@ build task specs and hand them to this package; nothing here imports them.
   core_worker    CoreWorker: submit, put, get, wait, and the raylet's view of
                  this process's refs
   object_cache   the small objects this process holds, and ids known local
-  requests       control calls and waits sent to the raylet, and their replies
+  raylet_requests control calls and waits sent to the raylet, and their replies
   functions      the GCS function table as this process uses it
   task_context   which task the calling thread (or asyncio task) runs as
-  ref_counter    per-process counts of ObjectRefs, for the raylet
   pushed_calls   the results of work sent straight to other workers of the node
   actor_calls    the caller side of actor calls (direct to the actor's worker,
                  or through the raylet)

@@ -32,9 +32,8 @@ import threading
 
 from rayx import messages
 from rayx.exceptions import ACTOR_CALL_FORCE_CANCEL, ActorDiedError, TaskCancelledError
-from rayx.object_ref import ObjectRef
 from rayx.runtime import links
-from rayx.runtime.pushed_calls import PushedCall
+from rayx.runtime.pushed_calls import PushedCall, kept_arguments
 
 PROBING = "probing"
 DIRECT = "direct"
@@ -42,19 +41,11 @@ RAYLET = "raylet"
 
 REPROBE_DELAY = 0.05
 
-_PUSH_TASK = messages.PUSH_TASK
+# Hot path: built inline with the declaration's tag (tests/test_messages.py checks
+# every such tuple against its declaration).
+_PUSH_TASK_TAG = messages.PUSH_TASK.tag
 _PUSH_CANCEL = messages.PUSH_CANCEL
 _NO_VALUES = {}           # the argument values of a call without ref arguments (never mutated)
-
-
-def kept_arguments(spec):
-    """ObjectRefs that keep a pushed call's ref arguments alive until it is done (None if
-    none)."""
-    arg_refs = spec.arg_refs()
-    nested = spec.nested_refs
-    if not arg_refs and not nested:
-        return None
-    return [ObjectRef(oid) for oid in arg_refs] + [ObjectRef(oid) for oid in nested]
 
 
 class ActorCalls:
@@ -146,7 +137,7 @@ class ActorChannel:
                 continue           # failed without running (an argument is an error)
             spec = call.spec
             inflight[spec.task_id] = call
-            link.send(_PUSH_TASK(spec, call.values))
+            link.send((_PUSH_TASK_TAG, spec, call.values))
 
     def _resolve(self, call):
         """Fill ``call.values`` if every ref argument is local; else ask the raylet to tell

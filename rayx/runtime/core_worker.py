@@ -39,8 +39,10 @@ INLINE_THRESHOLD = 100 * 1024
 STORE_FULL_TIMEOUT = 10.0
 TIMED_OUT_WAIT_FOLLOW_UP = 1.0   # seconds a timed-out wait asks the raylet what is ready
 
-_SUBMIT = messages.SUBMIT
-_PUT = messages.PUT
+# Hot path: built inline with the declaration's tag (tests/test_messages.py checks
+# every such tuple against its declaration).
+_SUBMIT_TAG = messages.SUBMIT.tag
+_PUT_TAG = messages.PUT.tag
 _REFS = messages.REFS
 _object_id_of = operator.attrgetter("_id")
 
@@ -205,7 +207,7 @@ class CoreWorker:
                 return refs
         self.pushed.escape_args(spec)
         refs = self.refs.refs_registered_by_message(spec.return_ids())
-        self.conn.send(_SUBMIT(spec))
+        self.conn.send((_SUBMIT_TAG, spec))
         return refs
 
     def cancel_task(self, task_id, force):
@@ -251,7 +253,7 @@ class CoreWorker:
             data = None
             self._write_arena(object_id, sobj)
         if tell_raylet:
-            self.conn.send(_PUT(object_id, data, sobj.size, sobj.nested_refs))
+            self.conn.send((_PUT_TAG, object_id, data, sobj.size, sobj.nested_refs))
         return object_id, data, sobj.size, sobj.nested_refs
 
     def _write_arena(self, object_id, sobj):

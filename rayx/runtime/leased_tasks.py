@@ -38,8 +38,7 @@ from rayx._core import codec
 from rayx._private.pipelining import PipelineRule, RunTimes
 from rayx.exceptions import TaskCancelledError, WorkerCrashedError
 from rayx.runtime import links
-from rayx.runtime.actor_calls import kept_arguments
-from rayx.runtime.pushed_calls import PushedCall
+from rayx.runtime.pushed_calls import PushedCall, kept_arguments
 
 MAX_PIPELINE_DEPTH = 64
 PIPELINE_SECONDS = 0.02     # queue about this much work on each leased worker
@@ -50,7 +49,9 @@ MAX_LEASES_PER_SHAPE = 64
 _TICK = 0.005
 _NO_LEASE = (None, None)
 
-_PUSH_TASK = messages.PUSH_TASK
+# Hot path: built inline with the declaration's tag (tests/test_messages.py checks
+# every such tuple against its declaration).
+_PUSH_TASK_TAG = messages.PUSH_TASK.tag
 _PUSH_CANCEL = messages.PUSH_CANCEL
 _RETURN_LEASES = messages.RETURN_LEASES
 
@@ -186,7 +187,7 @@ class LeasedTasks:
                 break
             queue.popleft()
             best.take(call)
-            best.link.send(_PUSH_TASK(call.spec, call.values))
+            best.link.send((_PUSH_TASK_TAG, call.spec, call.values))
         if queue and not shape.requesting and len(leases) < MAX_LEASES_PER_SHAPE:
             if not leases or not shape.retry_at:
                 self._request_lease(shape)

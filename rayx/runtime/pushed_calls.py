@@ -23,6 +23,7 @@ import threading
 import time
 
 from rayx import messages
+from rayx.object_ref import ObjectRef
 from rayx.runtime import serialization
 
 # A worker process holding CPUs that waits for pushed results waits by itself
@@ -55,6 +56,16 @@ class PushedCall:
         self.cancelled = False    # rayx.cancel reached it while it ran (leased tasks)
         self.sent = 0.0           # when it was sent (leased tasks: how long functions run)
         self.expected = None      # leased tasks: seconds it should run (None: unknown or long)
+
+
+def kept_arguments(spec):
+    """ObjectRefs that keep a pushed call's ref arguments alive until it is done (None if
+    none)."""
+    arg_refs = spec.arg_refs()
+    nested = spec.nested_refs
+    if not arg_refs and not nested:
+        return None
+    return [ObjectRef(oid) for oid in arg_refs] + [ObjectRef(oid) for oid in nested]
 
 
 class PushedCalls:

@@ -20,9 +20,11 @@ from rayx.runtime import serialization, task_context
 
 ARG_RESTORE_TIMEOUT = 60.0
 
-_TASK_DONE = messages.TASK_DONE
-_PUT = messages.PUT
-_PUSH_DONE = messages.PUSH_DONE
+# Hot path: built inline with the declaration's tag (tests/test_messages.py checks
+# every such tuple against its declaration).
+_TASK_DONE_TAG = messages.TASK_DONE.tag
+_PUT_TAG = messages.PUT.tag
+_PUSH_DONE_TAG = messages.PUSH_DONE.tag
 
 
 class TaskResults:
@@ -147,7 +149,7 @@ class TaskResults:
         """Results of a run to whoever sent it: the raylet (``route`` None) or the caller
         that pushed it (``route``, its link)."""
         if route is None:
-            self.report(_TASK_DONE(spec.task_id, results, retryable))
+            self.report((_TASK_DONE_TAG, spec.task_id, results, retryable))
             return
         conn = self.core.conn
         # Results in the arena or holding refs are registered with the raylet here (the
@@ -157,11 +159,11 @@ class TaskResults:
         urgent = bool(spec.nested_refs) or bool(self.core.refs.events)
         for object_id, data, size, nested, is_error in results:
             if data is None or nested:
-                conn.defer(_PUT(object_id, data, size, nested, is_error, False))
+                conn.defer((_PUT_TAG, object_id, data, size, nested, is_error, False))
                 urgent = True
         if urgent:
             conn.flush()
-        message = _PUSH_DONE(spec.task_id, results)
+        message = (_PUSH_DONE_TAG, spec.task_id, results)
         if self._inbox_empty():
             route.send(message)
         else:
