@@ -17,7 +17,7 @@ from rayx.runtime import context
 
 def test_shutdown_leaves_nothing_behind(shutdown_only):
     rayx.init(num_cpus=2, object_store_memory=128 << 20)
-    node = context.started_node()
+    node = rayx.runtime.context.started_node()
     arena_path, socket_path = node.arena_path, node.socket_path
 
     @rayx.remote
@@ -228,7 +228,7 @@ def test_init_without_address_joins_the_running_cluster(head_node):
         import rayx
 
         ctx = rayx.init()
-        assert context.started_node() is None, "init() started a cluster of its own"
+        assert rayx.runtime.context.started_node() is None, "init() started a cluster of its own"
         print("SESSION", ctx.address_info["session_dir"])
 
         @rayx.remote
@@ -240,7 +240,7 @@ def test_init_without_address_joins_the_running_cluster(head_node):
         with pytest.raises(ValueError, match="must not be given"):
             rayx.init(num_cpus=2)
         ctx = rayx.init(address="local", num_cpus=1, object_store_memory=64 << 20)
-        assert context.started_node() is not None
+        assert rayx.runtime.context.started_node() is not None
         print("LOCAL", ctx.address_info["session_dir"])
         rayx.shutdown()
     """)
@@ -256,7 +256,7 @@ def test_a_dead_cluster_record_is_ignored_and_removed(head_node):
     out = head_node.run_driver("""
         import rayx
         rayx.init(num_cpus=1, object_store_memory=64 << 20)
-        assert context.started_node() is not None
+        assert rayx.runtime.context.started_node() is not None
         print("RESULT", rayx.get(rayx.put(5)))
         rayx.shutdown()
     """)

@@ -1,6 +1,7 @@
 """The caller side of leased tasks: a caller pushes its tasks straight to workers
-the raylet has lent it, instead of sending them through the raylet. Two process hops per task instead of
-four, and no raylet work per task: the raylet only grants and takes back
+the raylet has lent it (PUSH_TASK on a link to the worker's own socket),
+instead of sending them through the raylet. Two process hops per task instead
+of four, and no raylet work per task: the raylet only grants and takes back
 leases (``rayx.raylet.leases``) and accounts their resources.
 
 Per resource shape the caller keeps a queue of tasks not sent yet and the
@@ -16,8 +17,8 @@ back like those of actor calls (``rayx.runtime.pushed_calls``: small ones stay
 with the caller until a ref escapes).
 
 What does not take this path (it goes through the raylet as before): tasks
-with a scheduling strategy, GPU tasks, tasks of functions with ``max_calls``, tasks whose ref arguments are not
-local yet (the raylet waits for them and pulls them), and every task of a
+with a scheduling strategy, GPU tasks, tasks of functions with ``max_calls``,
+tasks whose ref arguments are not local yet (the raylet waits for them and pulls them), and every task of a
 shape for which the raylet had no worker to lend while we held none (then for
 ``RAYLET_BACKOFF_SECONDS``). When the raylet says other nodes exist and it
 cannot lend more, the tasks still queued go to the raylet, which may send

@@ -24,7 +24,8 @@ _WAKE = object()             # the wake pipe, among the polled descriptors
 
 
 class ConnectionClosed(ConnectionError):
-    """The raylet closed the connection (it stopped or the node died)."""
+    """The other end closed the connection: the raylet (it stopped, or the node died),
+    or the process at the other end of a link."""
 
 
 class Outbox:
