@@ -1,11 +1,13 @@
 """The public functions of rayx: init, shutdown, remote, get, put, wait, and the
 cluster-information calls. They work the same in a driver and inside tasks.
 
-A driver process has one CoreWorker connected to the raylet of its node.
-``init()`` without an address (nor RAYX_ADDRESS / RAY_ADDRESS) joins the cluster
-``rayx start`` runs on this machine, if any, and otherwise starts a node that
-dies with the driver (GCS shards, a raylet and its workers);
-``init(address="local")`` always starts one.
+This module checks what the user passes and hands it to the process's runtime
+(``rayx.runtime``): one CoreWorker per process, connected to the raylet of its
+node. ``init()`` without an address (nor RAYX_ADDRESS / RAY_ADDRESS) joins the
+cluster ``rayx start`` runs on this machine, if any, and otherwise starts a node
+that dies with the driver (GCS shards, a raylet and its workers);
+``init(address="local")`` always starts one (``rayx.runtime.driver``). Any call
+made before ``init()`` connects as ``init()`` would, as in Ray.
 """
 import atexit
 import inspect
