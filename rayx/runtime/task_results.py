@@ -170,32 +170,18 @@ class TaskResults:
             route.defer(message)
 
 
-class Cancellations:
-    """The runs ``rayx.cancel`` reached in this worker (by task id), until they end."""
+class Cancellations(set):
+    """The ids of the runs ``rayx.cancel`` reached in this worker, until they end (a
+    set: its tests cost no Python call on the path of every task)."""
 
-    __slots__ = ("_task_ids",)
-
-    def __init__(self):
-        self._task_ids = set()
-
-    def __bool__(self):
-        return bool(self._task_ids)
-
-    def __contains__(self, task_id):
-        return task_id in self._task_ids
-
-    def add(self, task_id):
-        self._task_ids.add(task_id)
-
-    def discard(self, task_id):
-        self._task_ids.discard(task_id)
+    __slots__ = ()
 
     def dropped(self, spec, route, results):
         """Reply TaskCancelledError (through ``results``) if rayx.cancel reached this run
         before it started; True if so."""
-        if spec.task_id not in self._task_ids:
+        if spec.task_id not in self:
             return False
-        self._task_ids.discard(spec.task_id)
+        self.discard(spec.task_id)
         results.reply(spec, results.of_cancel(spec), False, route)
         return True
 
