@@ -8,7 +8,7 @@ get+release of raw bytes) without repeating them. Here:
 
 * a TaskSpec *built* from the fields ``f.remote()`` fills in, then encoded, and
   decoded with its fields read back (the raylet's and the worker's view);
-* ``rayx.serialization.serialize``/``deserialize`` of a small call's arguments,
+* ``rayx.runtime.serialization.serialize``/``deserialize`` of a small call's arguments,
   both as one tuple and per argument (as ``build_args`` does);
 * a small *serialized object* written into the arena the way the core worker
   stores a value (create_object, SerializedObject.write_into, seal), then
@@ -23,7 +23,7 @@ import queue
 
 import pytest
 
-from rayx import serialization
+from rayx.runtime import serialization
 from rayx._core import codec
 from rayx._core.store import Arena
 

@@ -12,23 +12,15 @@ import inspect
 import threading
 
 from rayx import options as opts
-from rayx import serialization
 from rayx._core import codec
 from rayx._core.ids import ActorID, JobID, TaskID
 from rayx.exceptions import PendingCallsLimitExceeded
+from rayx.gcs import tables
 from rayx.remote_definition import RemoteDefinition
 from rayx.remote_function import build_args
-
-
-_api_module = None
-
-
-def _api():
-    global _api_module
-    if _api_module is None:
-        from rayx import api
-        _api_module = api
-    return _api_module
+from rayx.runtime import context, serialization
+from rayx.runtime.actor_host import ActorExit, is_async_class
+from rayx.runtime.driver import core_worker
 
 
 def method(*args, **kwargs):
@@ -43,10 +35,7 @@ def method(*args, **kwargs):
 
 def exit_actor():
     """End the current actor from inside one of its methods (no restart)."""
-    from rayx.executor import ActorExit
-    from rayx import api
-    worker = api._global_worker()
-    if not worker.context.actor_id:
+    if not core_worker().context.actor_id:
         raise TypeError("exit_actor() may only be called inside an actor method")
     raise ActorExit()
 
@@ -74,11 +63,6 @@ def _check_groups(class_name, methods, groups):
                              f"does not declare (concurrency_groups: {declared})")
 
 
-def _is_async(cls):
-    return any(inspect.iscoroutinefunction(m) or inspect.isasyncgenfunction(m)
-               for _, m in inspect.getmembers(cls, predicate=inspect.isfunction))
-
-
 class ActorClass(RemoteDefinition):
     """A class made remote: ``.remote(...)`` creates an actor, ``.options(...)`` overrides options."""
 
@@ -87,7 +71,7 @@ class ActorClass(RemoteDefinition):
     def __init__(self, cls, options):
         self._init_definition(cls, cls.__qualname__, options)
         self._methods = _method_table(cls)
-        self._is_async = _is_async(cls)
+        self._is_async = is_async_class(cls)
         self.__doc__ = cls.__doc__
 
     def __call__(self, *args, **kwargs):
@@ -95,15 +79,14 @@ class ActorClass(RemoteDefinition):
                         f"use '{self._name}.remote()'.")
 
     def _remote(self, args, kwargs, options):
-        from rayx import api
-        core = api._global_worker()
+        core = core_worker()
         name = options.get("name")
-        namespace = options.get("namespace") or api._namespace
+        namespace = options.get("namespace") or context.namespace()
         if name is not None and not name:
             raise ValueError("Actor name must not be empty")
         if name and options.get("get_if_exists"):
             try:
-                return api.get_actor(name, namespace=namespace)
+                return named_actor(name, namespace)
             except ValueError:
                 pass
         function_id = self._export(core)
@@ -154,12 +137,12 @@ class ActorClass(RemoteDefinition):
         max_task_retries = options.get("max_task_retries") or 0
         max_pending_calls = options.get("max_pending_calls") or -1
         if name:
-            entry = codec.dumps({"actor_id": actor_id.binary(), "class_name": self._name,
-                                 "methods": self._methods, "max_task_retries": max_task_retries,
-                                 "max_pending_calls": max_pending_calls})
-            if not core.gcs.put_if_absent("named_actors", name_key(namespace, name), entry):
+            entry = {"actor_id": actor_id.binary(), "class_name": self._name, "methods": self._methods,
+                     "max_task_retries": max_task_retries, "max_pending_calls": max_pending_calls}
+            if not tables.NAMED_ACTORS.put_if_absent(core.gcs, tables.named_actor_key(namespace, name),
+                                                     entry):
                 if options.get("get_if_exists"):
-                    return api.get_actor(name, namespace=namespace)
+                    return named_actor(name, namespace)
                 raise ValueError(f"The name {name!r} (namespace {namespace!r}) is already taken by "
                                  f"another actor; names must be unique within a namespace.")
         core.submit_task(spec)
@@ -167,12 +150,40 @@ class ActorClass(RemoteDefinition):
         return ActorHandle(actor_id.binary(), self._name, self._methods, max_task_retries, max_pending_calls)
 
 
-def name_key(namespace, name):
-    return f"{namespace}\x00{name}".encode()
+def named_actor(name, namespace=None):
+    """``rayx.get_actor``: the handle of the live actor named ``name`` in ``namespace``
+    (default: the namespace the caller runs in)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"get_actor() expects a non-empty actor name, got {name!r}")
+    gcs = core_worker().gcs
+    namespace = namespace or context.namespace()
+    info = tables.NAMED_ACTORS.get(gcs, tables.named_actor_key(namespace, name))
+    if info is not None:
+        record = tables.ACTORS.get(gcs, info["actor_id"])
+        if record is None or record.get("state") != tables.ACTOR_DEAD:
+            return ActorHandle(info["actor_id"], info["class_name"], info["methods"],
+                               info["max_task_retries"], info.get("max_pending_calls", -1))
+    raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{namespace}'. "
+                     f"This could be because 1. You are trying to look up a named actor you didn't "
+                     f"create. 2. The named actor died. 3. You did not use a namespace matching the "
+                     f"namespace of the actor.")
+
+
+def handle_by_id(actor_id):
+    """A handle of the actor ``actor_id``, from its record in the GCS ``actors`` table."""
+    info = tables.ACTORS.get(core_worker().gcs, actor_id)
+    if info is None:
+        raise ValueError(f"no actor {actor_id.hex()} in the GCS")
+    return ActorHandle(actor_id, info["class_name"], info["methods"], info["max_task_retries"])
 
 
 class ActorHandle:
-    """A reference to an actor: call ``handle.method.remote(...)``."""
+    """A reference to an actor: call ``handle.method.remote(...)``.
+
+    Its own attributes all start with ``_`` so that none can hide a method of the
+    actor (``handle.name`` is the actor's method ``name``); they are the handle's
+    fields, read by its ActorMethods and by ``rayx.kill``, as in Ray.
+    """
 
     def __init__(self, actor_id, class_name, methods, max_task_retries=0, max_pending_calls=-1):
         self._actor_id = actor_id
@@ -216,7 +227,7 @@ class ActorHandle:
         that many calls whose results are not in. Looks only when the count reaches the limit."""
         limit = self._max_pending_calls
         if len(self._pending) >= limit:
-            self._pending = _still_pending(core, self._pending)
+            self._pending = core.still_pending(self._pending)
             if len(self._pending) >= limit:
                 raise PendingCallsLimitExceeded(
                     f"The actor {self._class_name} ({self._actor_id.hex()}) has {len(self._pending)} "
@@ -268,7 +279,7 @@ class ActorMethod:
         """A call on a handle with max_pending_calls: refused at the limit, else counted."""
         handle = self._handle
         with handle._pending_lock:
-            handle._admit_call(_api()._global_worker())
+            handle._admit_call(core_worker())
             out = self._submit(args, kwargs)
             first = out if self._num_returns == 1 else (out[0] if out else None)
             if first is not None:
@@ -276,7 +287,7 @@ class ActorMethod:
         return out
 
     def _submit(self, args, kwargs):
-        core = _api()._global_worker()
+        core = core_worker()
         handle = self._handle
         full_name = self._full_name
         if args or kwargs:
@@ -310,16 +321,3 @@ class ActorMethod:
         if num_returns == 0:
             return None
         return refs
-
-
-def _still_pending(core, refs):
-    """The refs among ``refs`` whose results are not in yet. Results of direct calls
-    arrive here (no round trip); the others are asked of the raylet, without waiting."""
-    values, known, direct = core._values, core._known_local, core.direct.pending
-    missing = [ref for ref in refs if ref.binary() not in values and ref.binary() not in known]
-    ask = [ref for ref in missing if ref.binary() not in direct]
-    if not ask:
-        return missing
-    ready, _ = core.wait(ask, len(ask), 0, fetch_local=False)
-    arrived = {ref.binary() for ref in ready}
-    return [ref for ref in missing if ref.binary() not in arrived]

@@ -1,46 +1,32 @@
 """The public functions of rayx: init, shutdown, remote, get, put, wait, and the
 cluster-information calls. They work the same in a driver and inside tasks.
 
-A driver process has one CoreWorker connected to the raylet of its node.
-``init()`` without an address (nor RAYX_ADDRESS / RAY_ADDRESS) joins the cluster
-``rayx start`` runs on this machine, if any, and otherwise starts a node that
-dies with the driver (GCS shards, a raylet and its workers);
-``init(address="local")`` always starts one.
+This module checks what the user passes and hands it to the process's runtime
+(``rayx.runtime``): one CoreWorker per process, connected to the raylet of its
+node. ``init()`` without an address (nor RAYX_ADDRESS / RAY_ADDRESS) joins the
+cluster ``rayx start`` runs on this machine, if any, and otherwise starts a node
+that dies with the driver (GCS shards, a raylet and its workers);
+``init(address="local")`` always starts one (``rayx.runtime.driver``). Any call
+made before ``init()`` connects as ``init()`` would, as in Ray.
 """
 import atexit
+import inspect
 import os
-import sys
-import threading
-import time
 
-from rayx import node as node_mod
 from rayx import options as opts
-from rayx._core import codec
+from rayx.actor import ActorClass, ActorHandle, named_actor
+from rayx.actor import method as actor_method
+from rayx.gcs import tables
 from rayx._core.objectref import unique_ids_of
 from rayx.object_ref import ObjectRef
-
-_lock = threading.RLock()
-_worker = None      # this process's CoreWorker
-_node = None        # the Node this driver started, if any
-_gcs = None
-_namespace = None
-_session_dir = None
+from rayx.remote_function import RemoteFunction
+from rayx.runtime import context, driver
+from rayx.runtime.driver import core_worker as _core_worker
+from rayx.runtime_context import RuntimeContext
 
 
 def is_initialized():
-    return _worker is not None
-
-
-def _global_worker():
-    if _worker is None:
-        init()
-    return _worker
-
-
-def _connect_worker(core, gcs, session_dir):
-    """Inside a worker process: make the API use this process's core worker."""
-    global _worker, _gcs, _session_dir
-    _worker, _gcs, _session_dir = core, gcs, session_dir
+    return context.core_worker() is not None
 
 
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
@@ -48,12 +34,12 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
          include_dashboard=None, logging_level=None, _node_ip_address="127.0.0.1",
          _redis_password=None, **kwargs):
     """Connect to a running cluster (``address="auto"``, "host:port", or found as
-    ``_resolve_address`` says), or start a local node (``address="local"``, or none found)."""
-    global _worker, _node, _gcs, _namespace, _session_dir
-    with _lock:
-        if _worker is not None:
+    ``rayx.runtime.driver.resolve_address`` says), or start a local node
+    (``address="local"``, or none found)."""
+    with driver.LOCK:
+        if context.core_worker() is not None:
             if ignore_reinit_error:
-                return RayContext(_worker)
+                return RayContext()
             raise RuntimeError("Maybe you called rayx.init twice by accident? This error can be "
                                "suppressed by passing in 'ignore_reinit_error=True' or by calling "
                                "'rayx.shutdown()' prior to 'rayx.init()'.")
@@ -63,111 +49,15 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_s
             raise TypeError(f"init() got unexpected keyword argument(s) {sorted(unknown)}")
         opts.check_runtime_env(runtime_env, "rayx.init()")
         opts.check_runtime_env(getattr(kwargs.get("job_config"), "runtime_env", None), "the job_config")
-        address = _resolve_address(address)
-        if address is None:
-            node = node_mod.Node(head=True, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
-                                 object_store_memory=object_store_memory, node_ip_address=_node_ip_address)
-            node.start()
-            _node = node
-            gcs_address, password = node.gcs_address, node.password
-            socket_path, session_dir = node.socket_path, node.session_dir
-        else:
-            if any(v is not None for v in (num_cpus, num_gpus, resources, object_store_memory)):
-                raise ValueError(f"When connecting to an existing cluster (address={address!r}), num_cpus, "
-                                 "num_gpus, resources and object_store_memory must not be given; set them "
-                                 "with `rayx start`, or pass address='local' to start a new local cluster.")
-            gcs_address, password, socket_path, session_dir = _find_cluster(address, _redis_password)
-        from rayx.core_worker import CoreWorker
-        from rayx.gcs import GcsClient
-        try:
-            gcs = GcsClient(gcs_address, password)
-            job_number = gcs.incr("job")
-            job_id = job_number.to_bytes(4, "big")
-            _namespace = namespace or f"anonymous-{job_id.hex()}"
-            job_info = {"driver_pid": os.getpid(), "start_time": time.time(), "namespace": _namespace,
-                        "sys_path": [os.path.abspath(p or ".") for p in sys.path], "cwd": os.getcwd()}
-            gcs.put("jobs", job_id, codec.dumps(job_info))
-            from rayx._core.ids import WorkerID
-            _worker = CoreWorker("driver", socket_path, gcs, job_id, WorkerID.from_random().binary(),
-                                 job_info={"namespace": _namespace})
-            _gcs = gcs
-            _session_dir = session_dir
-        except BaseException:
-            if _node is not None:
-                _node.stop()
-                _node = None
-            raise
-        return RayContext(_worker)
-
-
-def _resolve_address(address):
-    """Where ``init`` connects, in Ray's order: the ``address`` argument, then RAYX_ADDRESS
-    / RAY_ADDRESS, then the cluster ``rayx start`` runs on this machine ("auto"); None
-    (or "local") starts a new local cluster."""
-    if address is None:
-        address = os.environ.get("RAYX_ADDRESS") or os.environ.get("RAY_ADDRESS")
-    if address is None and node_mod.live_cluster_record() is not None:
-        address = "auto"
-    return None if address in ("local", "") else address
-
-
-def _find_cluster(address, password):
-    """(gcs address, password, raylet socket, session dir) of the cluster at ``address``."""
-    record = node_mod.live_cluster_record()
-    if address == "auto":
-        if not record:
-            raise ConnectionError("Could not find a running rayx cluster on this machine "
-                                  f"(no live one recorded in {node_mod.CLUSTER_FILE}); "
-                                  "start one with `rayx start --head`.")
-        gcs_address = record["gcs_address"]
-    else:
-        gcs_address = address
-        node_mod.check_reachable(gcs_address)
-        if record and record.get("gcs_address") != gcs_address:
-            record = None
-    if password is None:
-        password = os.environ.get("RAYX_CLUSTER_TOKEN")
-    if password is None and record:
-        password = node_mod.read_token(record["session_dir"])
-    if password is None:
-        raise ConnectionError(f"No cluster token for {gcs_address}: set RAYX_CLUSTER_TOKEN or run on "
-                              "the machine where `rayx start --head` ran.")
-    if record:
-        for node in record.get("nodes", []):
-            if node.get("raylet_socket") and os.path.exists(node["raylet_socket"]):
-                return gcs_address, password, node["raylet_socket"], node["session_dir"]
-    # Find a node of this machine in the GCS node table.
-    from rayx.gcs import GcsClient
-    gcs = GcsClient(gcs_address, password)
-    try:
-        infos = sorted((codec.loads(blob) for blob in gcs.scan("nodes").values()),
-                       key=lambda info: not info.get("is_head"))
-        for info in infos:
-            if info.get("state") == "ALIVE" and os.path.exists(info.get("raylet_socket", "")):
-                return gcs_address, password, info["raylet_socket"], info["session_dir"]
-    finally:
-        gcs.close()
-    raise ConnectionError(f"No live rayx node of the cluster at {gcs_address} runs on this machine.")
+        driver.connect(address, num_cpus=num_cpus, num_gpus=num_gpus, resources=resources,
+                       object_store_memory=object_store_memory, namespace=namespace,
+                       node_ip_address=_node_ip_address, redis_password=_redis_password)
+        return RayContext()
 
 
 def shutdown():
     """Disconnect from the cluster and stop the processes ``init()`` started."""
-    global _worker, _node, _gcs
-    with _lock:
-        worker, node, gcs = _worker, _node, _gcs
-        _worker = _node = _gcs = None
-        if worker is not None:
-            try:
-                worker.shutdown()
-            except Exception:
-                pass
-        if gcs is not None:
-            try:
-                gcs.close()
-            except Exception:
-                pass
-        if node is not None:
-            node.stop()
+    driver.disconnect()
 
 
 atexit.register(shutdown)
@@ -176,9 +66,11 @@ atexit.register(shutdown)
 class RayContext(dict):
     """What ``init`` returns: the addresses of the cluster, also usable as a context manager."""
 
-    def __init__(self, worker):
-        super().__init__(address_info={"node_id": worker.node_id.hex(), "session_dir": _session_dir,
-                                       "gcs_address": _gcs.address if _gcs else None})
+    def __init__(self):
+        gcs = context.gcs()
+        super().__init__(address_info={"node_id": context.core_worker().node_id.hex(),
+                                       "session_dir": context.session_dir(),
+                                       "gcs_address": gcs.address if gcs else None})
         self.address_info = self["address_info"]
 
     def __enter__(self):
@@ -192,7 +84,7 @@ class RayContext(dict):
 
 def get(object_refs, *, timeout=None):
     """The value of an ObjectRef, or the values of a list of them (raising the task's error)."""
-    worker = _global_worker()
+    worker = _core_worker()
     if isinstance(object_refs, ObjectRef):
         return worker.get([object_refs], timeout)[0]
     if isinstance(object_refs, (list, tuple)):
@@ -208,7 +100,7 @@ def put(value, *, _owner=None):
     if isinstance(value, ObjectRef):
         raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really want to do this, "
                         "you can wrap the ObjectRef in a list and call 'put' on it.")
-    return _global_worker().put(value)
+    return _core_worker().put(value)
 
 
 def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
@@ -226,7 +118,7 @@ def wait(object_refs, *, num_returns=1, timeout=None, fetch_local=True):
         raise ValueError(f"timeout must be >= 0 or None, got {timeout}")
     if not object_refs:
         return [], []
-    return _global_worker().wait(object_refs, num_returns, timeout, bool(fetch_local), object_ids)
+    return _core_worker().wait(object_refs, num_returns, timeout, bool(fetch_local), object_ids)
 
 
 # -------------------------------------------------------------- decorators
@@ -245,12 +137,9 @@ def remote(*args, **kwargs):
 
 
 def _make_remote(target, options):
-    import inspect
     if inspect.isclass(target):
-        from rayx.actor import ActorClass
         return ActorClass(target, options)
     if inspect.isfunction(target) or inspect.isbuiltin(target) or callable(target):
-        from rayx.remote_function import RemoteFunction
         return RemoteFunction(target, options)
     raise TypeError(f"@rayx.remote expects a function or a class, got {type(target).__name__}")
 
@@ -259,40 +148,15 @@ def _make_remote(target, options):
 
 def get_actor(name, namespace=None):
     """The handle of the live actor named ``name`` in ``namespace`` (default: this job's)."""
-    from rayx.actor import ActorHandle, name_key
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"get_actor() expects a non-empty actor name, got {name!r}")
-    _global_worker()
-    namespace = namespace or _namespace
-    entry = _gcs.get("named_actors", name_key(namespace, name))
-    if entry is not None:
-        info = codec.loads(entry)
-        record = _gcs.get("actors", info["actor_id"])
-        if record is None or codec.loads(record).get("state") != "DEAD":
-            return ActorHandle(info["actor_id"], info["class_name"], info["methods"],
-                               info["max_task_retries"], info.get("max_pending_calls", -1))
-    raise ValueError(f"Failed to look up actor with name '{name}' in namespace '{namespace}'. "
-                     f"This could be because 1. You are trying to look up a named actor you didn't "
-                     f"create. 2. The named actor died. 3. You did not use a namespace matching the "
-                     f"namespace of the actor.")
-
-
-def _actor_handle_by_id(actor_id):
-    from rayx.actor import ActorHandle
-    record = _gcs.get("actors", actor_id)
-    if record is None:
-        raise ValueError(f"no actor {actor_id.hex()} in the GCS")
-    info = codec.loads(record)
-    return ActorHandle(actor_id, info["class_name"], info["methods"], info["max_task_retries"])
+    return named_actor(name, namespace)
 
 
 def kill(actor, *, no_restart=True):
     """Kill an actor at once (its pending calls fail); it restarts only if ``no_restart=False``."""
-    from rayx.actor import ActorHandle
     if not isinstance(actor, ActorHandle):
         raise ValueError(f"rayx.kill() only supports actors; got {type(actor).__name__}. "
                          f"Use rayx.cancel() for tasks.")
-    _global_worker().request("kill_actor", actor._actor_id, bool(no_restart))
+    _core_worker().request("kill_actor", actor._actor_id, bool(no_restart))
 
 
 def cancel(object_ref, *, force=False, recursive=True):
@@ -305,30 +169,31 @@ def cancel(object_ref, *, force=False, recursive=True):
     raises ValueError for actor calls."""
     if not isinstance(object_ref, ObjectRef):
         raise TypeError(f"cancel() expects an ObjectRef, got {type(object_ref).__name__}")
-    _global_worker().cancel_task(object_ref.binary()[:16], bool(force))
+    _core_worker().cancel_task(object_ref.binary()[:16], bool(force))
 
 
 def method(*args, **kwargs):
     """``@rayx.method(num_returns=...)`` on an actor method."""
-    from rayx.actor import method as actor_method
     return actor_method(*args, **kwargs)
 
 
 def get_runtime_context():
     """What the calling code runs as: job, task, actor, node, namespace."""
-    from rayx.runtime_context import RuntimeContext
-    return RuntimeContext(_global_worker(), _namespace)
+    return RuntimeContext(_core_worker(), context.namespace())
 
 
 # ------------------------------------------------------------ cluster info
 
+def _gcs():
+    _core_worker()
+    return context.gcs()
+
+
 def nodes():
     """One dict per node of the cluster, as Ray's ``ray.nodes()``."""
-    _global_worker()
     result = []
-    for node_id, blob in _gcs.scan("nodes").items():
-        info = codec.loads(blob)
-        alive = info.get("state") == "ALIVE"
+    for node_id, info in tables.NODES.scan(_gcs()).items():
+        alive = tables.is_alive(info)
         result.append({
             "NodeID": node_id.hex(),
             "Alive": alive,
@@ -342,27 +207,20 @@ def nodes():
     return result
 
 
-def _node_records():
-    _global_worker()
-    return [codec.loads(blob) for blob in _gcs.scan("nodes").values()]
-
-
 def cluster_resources():
     total = {}
-    for info in _node_records():
-        if info.get("state") == "ALIVE":
-            for name, amount in info.get("resources_total", {}).items():
-                total[name] = total.get(name, 0) + amount
+    for info in tables.alive_nodes(_gcs()).values():
+        for name, amount in info.get("resources_total", {}).items():
+            total[name] = total.get(name, 0) + amount
     return total
 
 
 def available_resources():
     total = {}
-    for info in _node_records():
-        if info.get("state") == "ALIVE":
-            for name, amount in info.get("resources_available", {}).items():
-                if amount > 0:
-                    total[name] = total.get(name, 0) + amount
+    for info in tables.alive_nodes(_gcs()).values():
+        for name, amount in info.get("resources_available", {}).items():
+            if amount > 0:
+                total[name] = total.get(name, 0) + amount
     return total
 
 
@@ -376,9 +234,8 @@ def get_gpu_ids():
 def timeline(filename=None):
     """The cluster's task events as a Chrome trace (chrome://tracing, Perfetto): a list
     of events, or, given ``filename``, written there as JSON (and None returned)."""
-    from rayx.util import state
-    _global_worker()
-    events = state.timeline_events(gcs=_gcs)
+    from rayx.util.state import timeline_events
+    events = timeline_events(gcs=_gcs())
     if filename is None:
         return events
     import json

@@ -1,5 +1,6 @@
 """Every exception rayx raises, named as Ray names them.
 
+This module imports nothing of rayx (every other module may import it).
 Errors from the compiled core cross into Python in one place each
 (``rayx._core.store.check_status`` and the codec's decoder), and they map onto
 the classes below. ``RayTaskError`` is special: ``as_instanceof_cause`` builds a
@@ -144,12 +145,17 @@ class RayTaskError(RayError):
         return self._message()
 
     def __reduce__(self):
-        # The cause travels as bytes of its own: one that cannot be rebuilt on the other
-        # side must not take the traceback down with it.
-        from rayx.serialization import dumps_exception
-        cause, note = (None, "") if self.cause is None else dumps_exception(self.cause)
-        return (_rebuild_task_error, (self.function_name, self.traceback_str + note, cause,
-                                      self.pid, self.ip))
+        # Any pickler: the cause is pickled along. rayx's own picklers reduce a
+        # RayTaskError in a way of their own (``rayx.runtime.serialization``: the cause
+        # travels as bytes of its own, so one that cannot be rebuilt does not take the
+        # traceback down with it).
+        return (RayTaskError.rebuilt, (self.function_name, self.traceback_str, self.cause,
+                                       self.pid, self.ip))
+
+    @staticmethod
+    def rebuilt(function_name, traceback_str, cause, pid, ip):
+        """A RayTaskError as unpickled: also an instance of its cause's class."""
+        return RayTaskError(function_name, traceback_str, cause, None, pid, ip).as_instanceof_cause()
 
     def as_instanceof_cause(self):
         """Return this error as an object that is also an instance of the cause's class."""
@@ -188,14 +194,6 @@ def _derived_init(self, function_name, traceback_str, cause=None, proctitle=None
         self.args = cause.args if cause is not None else ()
     except Exception:
         pass
-
-
-def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
-    if cause is not None:
-        from rayx.serialization import loads_exception
-        cause, note = loads_exception(cause, traceback_str)
-        traceback_str += note
-    return RayTaskError(function_name, traceback_str, cause, None, pid, ip).as_instanceof_cause()
 
 
 class PendingCallsLimitExceeded(RayError):

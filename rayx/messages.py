@@ -1,6 +1,6 @@
 """The messages between a node's raylet and its drivers and workers, and between
-two processes of one node (direct actor calls and leased tasks): one declaration
-each, shared by the sender and the receiver.
+two processes of one node (actor calls and leased tasks pushed to a worker): one
+declaration each, shared by the sender and the receiver.
 
 On the wire a message is a tuple ``(tag, field, ...)`` encoded by the Cython
 codec (``rayx._core.codec``) and framed with a 4-byte length. Nothing on these
@@ -63,7 +63,7 @@ SUBMIT = _declare(2, "SUBMIT", "spec", "client -> raylet", "a TaskSpec to schedu
 PUT = _declare(3, "PUT", "object_id data size nested_refs", "client -> raylet",
                "an object made by the sender: data inline, or None when already sealed in the "
                "arena. held: the sender holds a ref from now on (as a SUBMIT makes its sender hold "
-               "the returns); a worker registering results of a direct call or leased task sends "
+               "the returns); a worker registering results of a pushed call or task sends "
                "False, the caller says whether it holds them",
                optional="is_error held")
 WAIT = _declare(4, "WAIT", "request_id object_ids num_ready with_data", "client -> raylet",
@@ -84,7 +84,7 @@ ACTOR_EXIT = _declare(9, "ACTOR_EXIT", "actor_id reason death_data", "client -> 
 GIVE_BACK = _declare(10, "GIVE_BACK", "task_ids", "client -> raylet",
                      "queued tasks the worker will not start (it is about to block in get)")
 LISTENING = _declare(11, "LISTENING", "path", "client -> raylet",
-                     "the worker takes direct calls and leased tasks on this socket")
+                     "the worker takes pushed actor calls and leased tasks on this socket")
 NOW_RUNNING = _declare(12, "NOW_RUNNING", "name", "client -> raylet",
                        "a leased worker starts a task of this name (its log prefix)")
 RETURN_LEASES = _declare(13, "RETURN_LEASES", "worker_ids", "client -> raylet",
@@ -107,15 +107,19 @@ READY_NOTE = _declare(57, "READY_NOTE", "object_id", "raylet -> client",
                       "an object a finished WAIT (notify) asked about is ready")
 
 # ------------------------------------------- caller <-> worker, one node
+# Work a caller pushes straight to a worker of its node, over a link
+# (``rayx.runtime.links``): calls to an actor that worker hosts
+# (``rayx.runtime.actor_calls``), and tasks to a worker the raylet lent the caller
+# (``rayx.runtime.leased_tasks``).
 
-DIRECT_CALL = _declare(70, "DIRECT_CALL", "spec values", "caller -> worker",
-                       "run this actor call or leased task; values {object_id: data | None}")
-DIRECT_DONE = _declare(71, "DIRECT_DONE", "task_id results", "worker -> caller",
-                       "results as in TASK_DONE")
-DIRECT_RETURN = _declare(72, "DIRECT_RETURN", "task_ids", "worker -> caller",
-                         "leased tasks the worker will not start (it is about to block in get)")
-DIRECT_CANCEL = _declare(73, "DIRECT_CANCEL", "task_id force", "caller -> worker",
-                         "rayx.cancel of a leased task or actor call")
+PUSH_TASK = _declare(70, "PUSH_TASK", "spec values", "caller -> worker",
+                     "run this actor call or leased task; values {object_id: data | None}")
+PUSH_DONE = _declare(71, "PUSH_DONE", "task_id results", "worker -> caller",
+                     "results as in TASK_DONE")
+PUSH_GIVE_BACK = _declare(72, "PUSH_GIVE_BACK", "task_ids", "worker -> caller",
+                          "leased tasks the worker will not start (it is about to block in get)")
+PUSH_CANCEL = _declare(73, "PUSH_CANCEL", "task_id force", "caller -> worker",
+                       "rayx.cancel of a leased task or actor call")
 
 
 def handlers(table, leading=()):

@@ -9,9 +9,9 @@ tells the raylet only about net 0->1 and 1->0 transitions (see
 (``rayx/_core/objectref.pyx``); until a core worker exists, refs (e.g.
 unpickled in a test) are simply not counted.
 
-``set_escape_hook``: the core worker registers results of direct calls that
-only this process knows of with the raylet once a ref to them is pickled
-(leaves the process).
+``set_escape_hook``: the core worker registers results of pushed calls (actor
+calls, leased tasks) that only this process knows of with the raylet once a
+ref to them is pickled (leaves the process).
 """
 import collections
 import threading
@@ -44,9 +44,9 @@ class LocalRefCounter:
         with self._lock:
             return apply_events(self.events, self.counts)
 
-    def held(self):
-        with self._lock:
-            return list(self.counts)
+    def holds(self, object_id):
+        """This process holds a ref to ``object_id`` (as of the last ``drain``)."""
+        return object_id in self.counts
 
     def ref_registered_by_message(self, object_id):
         """``refs_registered_by_message`` for one id (a PUT)."""

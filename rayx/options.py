@@ -9,7 +9,6 @@ error when it asks for anything, never silently dropped.
 import cloudpickle
 
 from rayx._core import codec
-from rayx.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 _TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "num_returns", "max_retries",
@@ -117,6 +116,8 @@ def _check_value(key, value):
         if value not in ("detached", "non_detached"):
             raise ValueError(f"lifetime must be 'detached' or 'non_detached', got {value!r}")
     elif key == "scheduling_strategy":
+        # Imported here: the package rayx.util imports the public API, which imports this.
+        from rayx.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         if value not in ("DEFAULT", "SPREAD") and not isinstance(value, NodeAffinitySchedulingStrategy):
             raise ValueError(f"scheduling_strategy must be 'DEFAULT', 'SPREAD' or a "
                              f"NodeAffinitySchedulingStrategy, got {value!r}")

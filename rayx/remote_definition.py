@@ -1,7 +1,7 @@
 """What remote functions and actor classes share: options, export to the GCS
 function table, and pickling without this process's runtime state."""
 from rayx import options as opts
-from rayx import serialization
+from rayx.runtime import serialization
 
 
 class RemoteDefinition:
@@ -53,6 +53,6 @@ class RemoteDefinition:
                 except Exception as exc:
                     what = "remote function" if self._kind == "task" else "actor class"
                     raise TypeError(f"Could not pickle the {what} {self._name}: {exc}") from exc
-            self._function_id = core.export_function(self._blob)
+            self._function_id = core.functions.export(self._blob)
             self._exported_to = core
         return self._function_id

@@ -9,10 +9,11 @@ serialized inline, or put into the object store first when they are large.
 import functools
 
 from rayx import options as opts
-from rayx import serialization
 from rayx._core import codec
 from rayx.object_ref import ObjectRef
 from rayx.remote_definition import RemoteDefinition
+from rayx.runtime import serialization
+from rayx.runtime.driver import core_worker
 
 
 def build_args(core, args, kwargs, function_name):
@@ -60,8 +61,7 @@ class RemoteFunction(RemoteDefinition):
                         f"'{name}()', try '{name}.remote()'.")
 
     def _remote(self, args, kwargs, options):
-        from rayx import api
-        core = api._global_worker()
+        core = core_worker()
         function_id = self._export(core)
         arg_list, nested, kept = build_args(core, args, kwargs, self._name)
         fields = self._spec_fields(options)

@@ -1,4 +1,5 @@
 """``rayx.get_runtime_context()``: the job, task, actor and node the caller runs as."""
+from rayx.actor import handle_by_id
 
 
 class RuntimeContext:
@@ -45,11 +46,10 @@ class RuntimeContext:
 
     @property
     def current_actor(self):
-        from rayx import api
         actor_id = self._worker.context.actor_id
         if not actor_id:
             raise RuntimeError("current_actor is only available inside an actor")
-        return api._actor_handle_by_id(actor_id)
+        return handle_by_id(actor_id)
 
     def get(self):
         return {"job_id": self.get_job_id(), "task_id": self.get_task_id(),

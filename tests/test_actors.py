@@ -530,10 +530,11 @@ def test_list_actors_state(rayx_start):
 
 def test_actor_state_published(rayx_start):
     import queue
-    from rayx import api
     from rayx._core import codec
     from rayx.gcs import GcsClient
-    client = GcsClient(api._gcs.address, api._gcs.password) if hasattr(api._gcs, "password") else None
+    from rayx.runtime import context
+    gcs = context.gcs()
+    client = GcsClient(gcs.address, gcs.password) if hasattr(gcs, "password") else None
     if client is None:
         pytest.skip("GcsClient does not expose its password")
     got = queue.Queue()
@@ -561,8 +562,8 @@ def test_actor_state_published(rayx_start):
 def test_call_arriving_before_the_creation(rayx_start, monkeypatch):
     """Another driver may resolve a name before the creator's submission reaches
     the raylet: such calls wait for the creation instead of failing."""
-    from rayx import api
-    core = api._global_worker()
+    from rayx.runtime import context
+    core = context.core_worker()
     held = []
     real_submit = core.submit_task
     monkeypatch.setattr(core, "submit_task", lambda spec: held.append(spec) or [])

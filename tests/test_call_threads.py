@@ -4,7 +4,7 @@ shutdown runs what was queued."""
 import threading
 import time
 
-from rayx.call_threads import CallThreads
+from rayx.runtime.call_threads import CallThreads
 
 from helpers import wait_for
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 import rayx
-from rayx import api
-from rayx.direct_calls import RAYLET, ActorChannel
+from rayx.runtime import context
+from rayx.runtime.actor_calls import RAYLET, ActorChannel
 from rayx.exceptions import TaskCancelledError
 
 TIMEOUT = 60
@@ -67,8 +67,8 @@ def wait_for(path):
 def _via_raylet(handle):
     """Make this process send its calls to ``handle`` through the raylet (as it does for
     actors on other nodes), before any call is made."""
-    direct = api._global_worker().direct
-    channel = direct.channels[handle._actor_id] = ActorChannel(direct, handle._actor_id)
+    core = context.core_worker()
+    channel = core.actor_calls.channels[handle._actor_id] = ActorChannel(core, handle._actor_id)
     channel.mode = RAYLET
     return handle
 

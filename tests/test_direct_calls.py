@@ -1,4 +1,4 @@
-"""Direct actor calls (rayx.direct_calls): a caller on the actor's node talks to
+"""Direct actor calls (rayx.runtime.actor_calls): a caller on the actor's node talks to
 the actor's worker over its own socket. These tests check that calls really
 take that path, and everything around it: arguments of every kind, results
 used elsewhere (tasks, other actors, other processes), reference counting,
@@ -16,7 +16,7 @@ import pytest
 
 import rayx
 from helpers import wait_for
-from rayx import api
+from rayx.runtime import context
 from rayx.exceptions import ActorDiedError, RayTaskError
 
 
@@ -60,11 +60,11 @@ def boom():
 
 
 def _channel(handle):
-    return api._global_worker().direct.channels.get(handle._actor_id)
+    return context.core_worker().actor_calls.channels.get(handle._actor_id)
 
 
 def _raylet_objects():
-    return api._global_worker().request("status")["objects_detail"]["objects"]
+    return context.core_worker().request("status")["objects_detail"]["objects"]
 
 
 def test_calls_go_direct_and_keep_order(rayx_start):
@@ -73,8 +73,8 @@ def test_calls_go_direct_and_keep_order(rayx_start):
     assert rayx.get(refs) == list(range(1, 2001))
     assert rayx.get(actor.seen_values.remote()) == list(range(2000))
     channel = _channel(actor)
-    assert channel.mode == "direct" and channel.peer is not None
-    assert not api._global_worker().direct.pending
+    assert channel.mode == "direct" and channel.link is not None
+    assert not context.core_worker().pushed.in_flight()
 
 
 def test_arguments_of_every_kind(rayx_start):
@@ -157,9 +157,9 @@ def test_worker_callers_go_direct(rayx_start):
 
     @rayx.remote
     def use(handle):
-        from rayx import api as worker_api
+        from rayx.runtime import context as worker_context
         values = rayx.get([handle.record.remote(i) for i in range(50)])
-        channel = worker_api._global_worker().direct.channels[handle._actor_id]
+        channel = worker_context.core_worker().actor_calls.channels[handle._actor_id]
         return values[-1], channel.mode
 
     last, mode = rayx.get(use.remote(actor), timeout=120)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import rayx
-from rayx import api
+from rayx.runtime import context
 from rayx.exceptions import ActorDiedError
 
 
@@ -29,7 +29,7 @@ class Sleeper:
 
 
 def _channel(handle):
-    return api._global_worker().direct.channels.get(handle._actor_id)
+    return context.core_worker().actor_calls.channels.get(handle._actor_id)
 
 
 def test_running_call_on_killed_worker(rayx_fresh):

@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import rayx
-from rayx import serialization
+from rayx.runtime import serialization
 from rayx.exceptions import RayTaskError, TaskCancelledError, UnserializableException
 
 
@@ -50,7 +50,7 @@ def test_code_keeps_its_file_name_and_function_id_is_stable(tmp_path):
         sys.path.insert(0, {os.path.dirname(__file__)!r})
         from test_errors import _compile_file
         import pathlib
-        from rayx import serialization
+        from rayx.runtime import serialization
         ns = _compile_file(pathlib.Path({str(tmp_path / "shipped.py")!r}), {SHIPPED!r})
         print(hashlib.sha1(serialization.dumps_function(ns["outer"])).hexdigest())
     """

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers import running_gcs
-from rayx import task_events
+from rayx.runtime import task_events
 from rayx._core import codec
 from rayx.cluster_utils import Cluster
 from rayx.gcs import GcsClient, tables

@@ -12,6 +12,8 @@ import pytest
 import rayx
 from rayx.cluster_utils import Cluster
 from rayx.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from rayx.gcs import tables
+from rayx.runtime import context
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def where():
 
 
 def node_records():
-    return {info["node_id"].hex(): info for info in rayx.api._node_records()}
+    return {info["node_id"].hex(): info for info in tables.NODES.scan(context.gcs()).values()}
 
 
 def test_nodes_and_resources(cluster):
@@ -182,7 +184,7 @@ def test_second_driver_joins_by_address(cluster):
 def test_grpc_refuses_calls_without_the_cluster_token(cluster):
     import grpc
     from rayx.protos import rayx_pb2, rayx_pb2_grpc
-    head = [info for info in rayx.api._node_records() if info.get("is_head")][0]
+    head = [info for info in tables.NODES.scan(context.gcs()).values() if info.get("is_head")][0]
     address = head["grpc_address"]
     assert address.startswith("127.")
     channel = grpc.insecure_channel(address)

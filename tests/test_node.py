@@ -13,11 +13,13 @@ from conftest import HeadNode
 from helpers import wait_for
 from rayx.exceptions import WorkerCrashedError
 from rayx.scripts.cli import format_status
+from rayx.gcs import tables
+from rayx.runtime import context
 
 
 def test_shutdown_leaves_nothing_behind(shutdown_only):
     rayx.init(num_cpus=2, object_store_memory=128 << 20)
-    node = rayx.api._node
+    node = rayx.runtime.context.started_node()
     arena_path, socket_path = node.arena_path, node.socket_path
 
     @rayx.remote
@@ -187,7 +189,7 @@ def test_infeasible_task_is_reported_not_hung(rayx_start, capfd):
         return "unobtainium" in "".join(err)
     assert wait_for(warned, timeout=10)
     assert "no node" in "".join(err)
-    assert wait_for(lambda: "unobtainium" in format_status(rayx.api._node_records()), timeout=10)
+    assert wait_for(lambda: "unobtainium" in format_status(list(tables.NODES.scan(context.gcs()).values())), timeout=10)
 
 
 def test_rayx_start_and_second_driver(head_node):
@@ -219,7 +221,7 @@ def test_init_without_address_joins_the_running_cluster(head_node):
         import rayx
 
         ctx = rayx.init()
-        assert rayx.api._node is None, "init() started a cluster of its own"
+        assert rayx.runtime.context.started_node() is None, "init() started a cluster of its own"
         print("SESSION", ctx.address_info["session_dir"])
 
         @rayx.remote
@@ -231,7 +233,7 @@ def test_init_without_address_joins_the_running_cluster(head_node):
         with pytest.raises(ValueError, match="must not be given"):
             rayx.init(num_cpus=2)
         ctx = rayx.init(address="local", num_cpus=1, object_store_memory=64 << 20)
-        assert rayx.api._node is not None
+        assert rayx.runtime.context.started_node() is not None
         print("LOCAL", ctx.address_info["session_dir"])
         rayx.shutdown()
     """)
@@ -247,7 +249,7 @@ def test_a_dead_cluster_record_is_ignored_and_removed(head_node):
     out = head_node.run_driver("""
         import rayx
         rayx.init(num_cpus=1, object_store_memory=64 << 20)
-        assert rayx.api._node is not None
+        assert rayx.runtime.context.started_node() is not None
         print("RESULT", rayx.get(rayx.put(5)))
         rayx.shutdown()
     """)

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 import rayx
+from rayx.runtime import context
 from helpers import wait_for
 
 ARENA_SIZED = 300_000        # bytes of a value that goes into the arena (> 100 KiB)
 
 
 def _core():
-    return rayx.api._global_worker()
+    return context.core_worker()
 
 
 def _status():
@@ -36,7 +37,7 @@ def _arena_objects():
 def _cached_here():
     """Objects whose bytes or location this process keeps."""
     core = _core()
-    return len(core._values) + len(core._known_local) + len(core.direct.unregistered)
+    return len(core.cache) + core.pushed.unregistered_count()
 
 
 def _assert_back_to(baseline):

@@ -38,7 +38,7 @@ DRIVER = """
 
     counter = Counter.remote()
     assert rayx.get(add.remote(1, 2)) == 3 and rayx.get(counter.incr.remote()) == 1
-    print("READY", rayx.api._node.arena_path, flush=True)
+    print("READY", rayx.runtime.context.started_node().arena_path, flush=True)
     sys.stdin.readline()
     print("RESULT", rayx.get(add.remote(2, 3)), rayx.get(counter.incr.remote()), flush=True)
     rayx.shutdown()

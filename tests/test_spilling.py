@@ -6,6 +6,7 @@ import os
 import pytest
 
 import rayx
+from rayx.runtime import context
 from helpers import wait_for
 
 
@@ -24,7 +25,7 @@ def test_full_arena_spills_and_restores(rayx_fresh):
         return int(a[0]), int(a[-1])
 
     assert rayx.get([first_and_last.remote(r) for r in refs], timeout=120) == [(i, i) for i in range(6)]
-    status = rayx.api._worker.request("status")
+    status = context.core_worker().request("status")
     assert status["spilled_bytes"] > 0
 
 
@@ -40,14 +41,14 @@ def test_object_larger_than_the_arena(rayx_fresh):
 @pytest.mark.parametrize("rayx_fresh", [dict(num_cpus=1, object_store_memory=64 << 20)], indirect=True)
 def test_spill_files_go_with_their_objects_and_the_node(rayx_fresh):
     import numpy as np
-    session_dir = rayx.api._global_worker().node_info["session_dir"]
+    session_dir = context.core_worker().node_info["session_dir"]
     spill_root = os.path.join(session_dir, "spill")
 
     def spill_files():
         return [name for _, _, names in os.walk(spill_root) for name in names]
 
     def arena_objects():
-        return rayx.api._global_worker().request("status")["arena"]["num_objects"]
+        return context.core_worker().request("status")["arena"]["num_objects"]
 
     # Dropped puts never need spilling, however many: the arena frees them.
     for i in range(100):

@@ -1,4 +1,4 @@
-"""Tasks on leased workers (``rayx.task_leases``): the raylet lends workers and
+"""Tasks on leased workers (``rayx.runtime.leased_tasks``): the raylet lends workers and
 sees no message per task; arguments and results of every kind; leases go back
 when idle; nested tasks that block; retries and failures when a leased worker
 dies; cancel.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import rayx
-from rayx import api
+from rayx.runtime import context
 from rayx.exceptions import RayTaskError, TaskCancelledError, WorkerCrashedError
 
 from helpers import wait_for
@@ -51,7 +51,7 @@ class Holder:
 
 
 def _leases():
-    return api._global_worker().leases
+    return context.core_worker().leases
 
 
 def _leased_workers():
@@ -64,7 +64,7 @@ def _idle_again():
 
 
 def test_tasks_take_leases_and_the_raylet_sees_no_message_per_task(rayx_start):
-    core = api._global_worker()
+    core = context.core_worker()
     assert rayx.get(add_one.remote(0)) == 1
     messages = core.conn.messages_sent
     refs = [add_one.remote(i) for i in range(3000)]
@@ -118,7 +118,7 @@ def test_nested_tasks_that_block_do_not_deadlock(rayx_start):
 
 
 def test_scheduling_strategies_go_through_the_raylet(rayx_start):
-    core = api._global_worker()
+    core = context.core_worker()
     messages = core.conn.messages_sent
     spread = add_one.options(scheduling_strategy="SPREAD")
     assert rayx.get([spread.remote(i) for i in range(200)], timeout=60) == [i + 1 for i in range(200)]
@@ -189,7 +189,7 @@ def test_a_driver_that_exits_holding_leases_gives_them_back(head_node):
         time.sleep(1)     # the node's workers are still starting
         refs = [busy.remote() for _ in range(4)]
         time.sleep(0.5)
-        print("LEASED", sum(len(s.leases) for s in rayx.api._global_worker().leases.shapes.values()))
+        print("LEASED", sum(len(s.leases) for s in rayx.runtime.context.core_worker().leases.shapes.values()))
         os._exit(0)       # no shutdown: the raylet takes the leases back
     """)
     assert "LEASED 2" in out.stdout, out.stderr
@@ -229,7 +229,7 @@ def test_wait_on_leased_results(rayx_start, tmp_path):
 
 def test_waiting_down_a_list_of_leased_results_needs_no_raylet(rayx_start):
     assert rayx.get(add_one.remote(0)) == 1
-    core = api._global_worker()
+    core = context.core_worker()
     refs = [add_one.remote(i) for i in range(200)]
     writes = core.conn.writes
     rest = refs

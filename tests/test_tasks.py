@@ -8,6 +8,7 @@ import pytest
 
 import rayx
 from rayx.exceptions import GetTimeoutError, RayTaskError
+from rayx.runtime import context
 
 
 @rayx.remote
@@ -99,7 +100,7 @@ def test_put_numpy_is_zero_copy_and_read_only(rayx_start):
     out = rayx.get(ref)
     assert np.array_equal(out, arr)
     assert not out.flags.writeable
-    worker = rayx.api._worker
+    worker = context.core_worker()
     base, capacity = worker.arena.base_address, worker.arena.capacity
     address = out.__array_interface__["data"][0]
     assert base <= address < base + capacity
@@ -112,7 +113,7 @@ def test_large_task_result_zero_copy(rayx_start):
 
     out = rayx.get(make.remote(5_000_000))
     assert out.sum() == 5_000_000
-    worker = rayx.api._worker
+    worker = context.core_worker()
     address = out.__array_interface__["data"][0]
     assert worker.arena.base_address <= address < worker.arena.base_address + worker.arena.capacity
 
@@ -277,7 +278,7 @@ def test_stdout_is_forwarded_with_prefix(rayx_start, capfd):
 
 def test_a_burst_of_submissions_is_coalesced(rayx_start):
     # SPREAD tasks go through the raylet (not to leased workers): the raylet socket's writes.
-    conn = rayx.api._worker.conn
+    conn = context.core_worker().conn
     writes, messages = conn.writes, conn.messages_sent
     spread = add_one.options(scheduling_strategy="SPREAD")
     refs = [spread.remote(i) for i in range(10_000)]
@@ -320,9 +321,9 @@ def test_waiting_down_a_list_needs_no_round_trips_once_notified(rayx_start):
     # Through the raylet (SPREAD: not on leased workers, whose results come to us directly).
     refs = [add_one.options(scheduling_strategy="SPREAD").remote(i) for i in range(50)]
     ready, rest = rayx.wait(refs, num_returns=1, timeout=60)
-    worker = rayx.api._worker
+    worker = context.core_worker()
     deadline = time.time() + 60
-    while not {r.binary() for r in rest} <= worker._known_local and time.time() < deadline:
+    while not all(worker.cache.is_ready(r.binary()) for r in rest) and time.time() < deadline:
         time.sleep(0.05)        # READY_NOTEs for the rest arrive as they finish
     writes = worker.conn.writes
     while rest:

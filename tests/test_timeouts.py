@@ -11,8 +11,10 @@ import time
 import pytest
 
 import rayx
-from rayx import protocol as p
+from rayx.runtime.links import ProcessLink
+from rayx.runtime.transport import RayletConnection
 from rayx.exceptions import GetTimeoutError
+from rayx.runtime import context
 from helpers import wait_for
 
 
@@ -27,9 +29,9 @@ def hub(tmp_path):
     server.bind(path)
     server.listen(1)
     closed = []
-    conn = p.RayletConnection(path, lambda message: None, lambda: closed.append(True))
+    conn = RayletConnection(path, lambda: closed.append(True))
     accepted, _ = server.accept()
-    conn.start()
+    conn.start({})
     yield conn
     conn.close()
     accepted.close()
@@ -38,7 +40,7 @@ def hub(tmp_path):
 
 def _peer(hub, closes):
     mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    peer = p.PeerConnection(hub, mine, lambda peer, message: None, closes.append)
+    peer = ProcessLink(hub, mine, {}, closes.append)
     hub.add_source(peer)
     return peer, theirs
 
@@ -115,11 +117,11 @@ def _leases(core):
 
 @pytest.mark.timeout(120)
 def test_get_and_wait_time_out_when_a_peer_closes_under_the_reader(rayx_fresh):
-    core = rayx.api._global_worker()
+    core = context.core_worker()
     rayx.get([quick.remote(i) for i in range(20)], timeout=60)   # workers are up
     slow = sleep_for.remote(10)                        # on a leased worker
     assert wait_for(lambda: any(lease.inflight for lease in _leases(core)), timeout=60)
-    peer = next(lease.peer for lease in _leases(core) if lease.inflight)
+    peer = next(lease.link for lease in _leases(core) if lease.inflight)
     closer = threading.Timer(0.3, peer.sock.close)     # not through the reading thread's lock
     closer.start()
     with pytest.raises(GetTimeoutError):
@@ -132,7 +134,7 @@ def test_get_and_wait_time_out_when_a_peer_closes_under_the_reader(rayx_fresh):
 
 @pytest.mark.timeout(180)
 def test_wait_with_timeouts_while_leased_workers_are_killed(rayx_fresh):
-    core = rayx.api._global_worker()
+    core = context.core_worker()
     killed = []
     stop = threading.Event()
 

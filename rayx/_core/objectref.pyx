@@ -144,12 +144,12 @@ cdef class ObjectRef:
 
     def future(self):
         """A concurrent.futures.Future that completes with the object's value."""
-        from rayx import api
-        return api._global_worker().future_of(self)
+        from rayx.runtime.driver import core_worker
+        return core_worker().future_of(self)
 
     def __await__(self):
         import asyncio
         return asyncio.wrap_future(self.future()).__await__()
 
 
-from rayx.serialization import current_context as _current_context
+from rayx.runtime.serialization import current_context as _current_context

@@ -36,7 +36,7 @@ Tables (key -> value):
                  copies pulled to other nodes
   task_events    worker id + batch number (8 bytes, big-endian) -> {"common":
                  {...}, "events": [...]}, one row per flush of a worker's
-                 events (``rayx.task_events`` reads the events)
+                 events (``rayx.runtime.task_events`` reads the events)
 
 Counters and channels (primary shard): JOB_COUNTER numbers jobs;
 ACTOR_STATE_CHANNEL carries actor records as they change; JOB_FINISHED_CHANNEL

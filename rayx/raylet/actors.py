@@ -13,7 +13,7 @@ Direct calls: a caller on this node asks (``direct_probe``) where the actor
 takes calls; once the actor is alive here and none of that caller's calls
 are left in the queues below, the answer is the actor worker's own socket,
 and from then on the caller sends its calls there and the worker registers
-their results here (``rayx.direct_calls``). Calls of callers on other nodes,
+their results here (``rayx.runtime.actor_calls``). Calls of callers on other nodes,
 and calls to actors that are dead or elsewhere, keep going through here.
 
 When the actor's process dies it is restarted (its constructor re-run with the
@@ -33,7 +33,7 @@ import logging
 import signal
 
 from rayx import messages
-from rayx import serialization
+from rayx.runtime import serialization
 from rayx.exceptions import ActorDiedError, TaskCancelledError
 from rayx.gcs import tables
 from rayx.gcs.tables import ACTOR_ALIVE as ALIVE, ACTOR_DEAD as DEAD, ACTOR_PENDING as PENDING, \

@@ -15,7 +15,7 @@ retries allow, else finished; the worker goes on to the next task pipelined
 on it, or back to the idle pool, or, after its last call (``max_calls``),
 away. Reports of actor workers go to the actor manager.
 """
-from rayx import serialization
+from rayx.runtime import serialization
 from rayx._core import codec
 from rayx.gcs import tables
 from rayx.protos import rayx_pb2

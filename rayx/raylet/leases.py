@@ -1,6 +1,6 @@
 """Worker leases: the raylet lends an idle worker, with the resources of one
 task shape, to a caller on its node, which then sends that shape's tasks to
-the worker's own socket (``rayx.task_leases``). The raylet sees no message per
+the worker's own socket (``rayx.runtime.leased_tasks``). The raylet sees no message per
 task; it still decides who gets a worker and accounts the resources.
 
 A lease is granted only at once: when the shape's resources are free now,

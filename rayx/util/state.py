@@ -14,7 +14,7 @@ that does not decode is left out.
   ``rayx status`` does.
 * ``list_tasks``: the ``tasks`` table (lineage: every task submitted) joined by
   task id with ``task_events`` (written by the worker that ran it, see
-  ``rayx.task_events``). A task with lineage but no event yet is
+  ``rayx.runtime.task_events``). A task with lineage but no event yet is
   PENDING_OR_RUNNING; one that never ran (an input failed, its worker crashed)
   stays so too, as there is no event for it.
 * ``list_objects``: the ``objects`` table (where each object was made, its
@@ -32,7 +32,8 @@ sorting.
 """
 import time
 
-from rayx import task_events
+from rayx.runtime import context, task_events
+from rayx.runtime.driver import core_worker
 from rayx._core import codec
 from rayx.gcs import tables
 
@@ -76,9 +77,8 @@ class StateRow(dict):
 def _gcs(gcs=None):
     if gcs is not None:
         return gcs
-    from rayx import api
-    api._global_worker()
-    return api._gcs
+    core_worker()
+    return context.gcs()
 
 
 def _hex(value):

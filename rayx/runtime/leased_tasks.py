@@ -1,6 +1,7 @@
-"""Leased workers: a caller sends its tasks straight to workers the raylet has
-lent it, instead of through the raylet. Two process hops per task instead of
-four, and no raylet work per task: the raylet only grants and takes back
+"""The caller side of leased tasks: a caller pushes its tasks straight to workers
+the raylet has lent it (PUSH_TASK on a link to the worker's own socket),
+instead of sending them through the raylet. Two process hops per task instead
+of four, and no raylet work per task: the raylet only grants and takes back
 leases (``rayx.raylet.leases``) and accounts their resources.
 
 Per resource shape the caller keeps a queue of tasks not sent yet and the
@@ -8,15 +9,16 @@ leases it holds. A task goes to the lease with the fewest tasks in flight;
 short functions are pipelined: as many in flight per worker as add up to
 about ``PIPELINE_SECONDS`` of measured run time (at most
 ``MAX_PIPELINE_DEPTH``), so a worker goes from one to the next without waiting
-for us; a function not measured yet, or a long one, runs on a worker alone. While tasks wait, the
-caller asks for one more lease at a time. The worker writes a leased task's
-lineage (its spec) to the GCS when it starts it. Results come back like those of
-direct actor calls (``rayx.direct_calls.DirectCalls``: small ones stay with
-the caller until a ref escapes).
+for us; a function not measured yet, or a long one, runs on a worker alone
+(``rayx._private.pipelining``: the rule and the run-time averages). While
+tasks wait, the caller asks for one more lease at a time. The worker writes a
+leased task's lineage (its spec) to the GCS when it starts it. Results come
+back like those of actor calls (``rayx.runtime.pushed_calls``: small ones stay
+with the caller until a ref escapes).
 
 What does not take this path (it goes through the raylet as before): tasks
-with a scheduling strategy, GPU tasks, tasks of functions with ``max_calls``, tasks whose ref arguments are not
-local yet (the raylet waits for them and pulls them), and every task of a
+with a scheduling strategy, GPU tasks, tasks of functions with ``max_calls``,
+tasks whose ref arguments are not local yet (the raylet waits for them and pulls them), and every task of a
 shape for which the raylet had no worker to lend while we held none (then for
 ``RAYLET_BACKOFF_SECONDS``). When the raylet says other nodes exist and it
 cannot lend more, the tasks still queued go to the raylet, which may send
@@ -24,7 +26,7 @@ them to other nodes.
 
 Leases idle for ``LEASE_IDLE_SECONDS`` go back to the raylet. When a leased
 worker blocks in ``get`` it returns the tasks it has not started
-(DIRECT_RETURN) and gets no more until its task ends. When it dies, its tasks
+(PUSH_GIVE_BACK) and gets no more until its task ends. When it dies, its tasks
 run again if their ``max_retries`` allow, else fail with WorkerCrashedError
 (TaskCancelledError if ``rayx.cancel`` was the cause).
 """
@@ -32,10 +34,12 @@ import collections
 import threading
 import time
 
-from rayx import protocol as p
+from rayx import messages
 from rayx._core import codec
-from rayx.direct_calls import DirectCall, kept_arguments, local_values
+from rayx._private.pipelining import PipelineRule, RunTimes
 from rayx.exceptions import TaskCancelledError, WorkerCrashedError
+from rayx.runtime import links
+from rayx.runtime.pushed_calls import PushedCall, kept_arguments
 
 MAX_PIPELINE_DEPTH = 64
 PIPELINE_SECONDS = 0.02     # queue about this much work on each leased worker
@@ -46,31 +50,30 @@ MAX_LEASES_PER_SHAPE = 64
 _TICK = 0.005
 _NO_LEASE = (None, None)
 
+# Hot path: built inline with the declaration's tag (tests/test_messages.py checks
+# every such tuple against its declaration).
+_PUSH_TASK_TAG = messages.PUSH_TASK.tag
+_PUSH_CANCEL = messages.PUSH_CANCEL
+_RETURN_LEASES = messages.RETURN_LEASES
+
 
 class Lease:
     """A worker lent to us. Short tasks queue on it up to about PIPELINE_SECONDS of
     expected work; a task of unknown or long duration runs on it alone."""
 
-    __slots__ = ("worker_id", "pid", "peer", "inflight", "blocked", "idle_since", "last_done",
+    __slots__ = ("worker_id", "pid", "link", "inflight", "blocked", "idle_since", "last_done",
                  "load", "exclusive")
 
-    def __init__(self, worker_id, pid, peer):
+    def __init__(self, worker_id, pid, link):
         self.worker_id = worker_id
         self.pid = pid
-        self.peer = peer
-        self.inflight = {}          # task id -> DirectCall sent to the worker
+        self.link = link
+        self.inflight = {}          # task id -> PushedCall sent to the worker
         self.blocked = False        # its task blocks in get: send nothing more
         self.idle_since = time.monotonic()
         self.last_done = 0.0
         self.load = 0.0             # expected seconds of the short tasks in flight
         self.exclusive = 0          # tasks in flight of unknown or long duration
-
-    def has_room(self, expected):
-        if not self.inflight:
-            return not self.blocked
-        if self.blocked or self.exclusive or expected is None:
-            return False
-        return self.load + expected <= PIPELINE_SECONDS and len(self.inflight) < MAX_PIPELINE_DEPTH
 
     def take(self, call):
         call.sent = time.monotonic()
@@ -107,16 +110,26 @@ class ShapeQueue:
         self.raylet_until = 0.0     # submit through the raylet until then
 
 
-class TaskLeases:
-    def __init__(self, calls):
-        self.calls = calls
-        self.core = calls.core
+class LeasedTasks:
+    """This process's tasks on leased workers, by resource shape."""
+
+    def __init__(self, core):
+        self.core = core
+        self.pushed = core.pushed
         self.lock = threading.RLock()
         self.shapes = {}             # shape key -> ShapeQueue
-        self.by_peer = {}            # PeerConnection -> (ShapeQueue, Lease)
-        self.durations = {}          # function id -> running average of seconds per task
+        self.by_link = {}            # ProcessLink -> (ShapeQueue, Lease)
+        self.run_times = RunTimes()  # seconds per task, by function id
+        self.rule = PipelineRule(short_seconds=PIPELINE_SECONDS, budget_seconds=PIPELINE_SECONDS,
+                                 max_depth=MAX_PIPELINE_DEPTH)
         self.closed = False
         self._ticker = None
+        self._handlers = self.link_handlers()
+
+    def link_handlers(self):
+        """What a leased worker sends on its link: PUSH_DONE, PUSH_GIVE_BACK."""
+        return messages.handlers({messages.PUSH_DONE: self._on_done,
+                                  messages.PUSH_GIVE_BACK: self._on_give_back}, leading=("link",))
 
     # ------------------------------------------------------------ submit
 
@@ -136,8 +149,8 @@ class TaskLeases:
                 shape = self.shapes.setdefault(key, ShapeQueue(spec.resources))
         if not shape.leases and shape.raylet_until > time.monotonic():
             return None
-        call = DirectCall(spec, kept_arguments(spec), values)
-        refs = self.calls.track(call)
+        call = PushedCall(spec, kept_arguments(spec), values)
+        refs = self.pushed.track(call)
         with self.lock:
             shape.queue.append(call)
             self._pump(shape)
@@ -149,7 +162,7 @@ class TaskLeases:
         arg_refs = spec.arg_refs()
         if not arg_refs:
             return {}
-        resolved, missing, error = local_values(self.core, arg_refs)
+        resolved, missing, error = self.core.cache.local_values(arg_refs)
         return None if missing or error is not None else resolved
 
     def _pump(self, shape):
@@ -157,23 +170,25 @@ class TaskLeases:
         (lock held)."""
         queue = shape.queue
         leases = shape.leases
-        durations = self.durations
+        run_times = self.run_times
+        expected_of = self.rule.expected
+        has_room = self.rule.has_room
         while queue:
             call = queue[0]
             if call.done:
                 queue.popleft()
                 continue
-            seconds = durations.get(call.spec.function_id)
-            call.expected = seconds if seconds is not None and seconds < PIPELINE_SECONDS else None
+            expected = call.expected = expected_of(run_times, call.spec.function_id)
             best = None
             for lease in leases:
-                if lease.has_room(call.expected) and (best is None or lease.load < best.load):
+                if not lease.blocked and has_room(len(lease.inflight), lease.load, lease.exclusive,
+                                                  expected) and (best is None or lease.load < best.load):
                     best = lease
             if best is None:
                 break
             queue.popleft()
             best.take(call)
-            best.peer.send((p.DIRECT_CALL, call.spec, call.values))
+            best.link.send((_PUSH_TASK_TAG, call.spec, call.values))
         if queue and not shape.requesting and len(leases) < MAX_LEASES_PER_SHAPE:
             if not leases or not shape.retry_at:
                 self._request_lease(shape)
@@ -181,27 +196,27 @@ class TaskLeases:
     def _request_lease(self, shape):
         shape.requesting = True
         shape.retry_at = 0.0
-        self.core.request_async("lease", (shape.resources,),
-                                lambda ok, answer: self._lease_answered(shape, ok, answer))
+        self.core.requests.call_async("lease", (shape.resources,),
+                                      lambda ok, answer: self._lease_answered(shape, ok, answer))
 
     def _lease_answered(self, shape, ok, answer):
         with self.lock:
             shape.requesting = False
             if self.closed:
                 if ok and answer[0] == "granted":
-                    self.core.conn.send((p.RETURN_LEASES, [answer[1]]))
+                    self.core.conn.send(_RETURN_LEASES([answer[1]]))
                 return
             if ok and answer[0] == "granted":
                 _, worker_id, path, pid = answer
                 try:
-                    peer = self.core.conn.connect_peer(path, self._on_message, self._on_break)
+                    link = links.connect(self.core.conn, path, self._handlers, self._on_break)
                 except OSError:
-                    self.core.conn.send((p.RETURN_LEASES, [worker_id]))
+                    self.core.conn.send(_RETURN_LEASES([worker_id]))
                     self._to_raylet(shape)
                     return
-                lease = Lease(worker_id, pid, peer)
+                lease = Lease(worker_id, pid, link)
                 shape.leases.append(lease)
-                self.by_peer[peer] = (shape, lease)
+                self.by_link[link] = (shape, lease)
                 self._pump(shape)
                 self._start_ticker()
                 return
@@ -217,55 +232,53 @@ class TaskLeases:
     def _to_raylet(self, shape):
         """Every task still queued for ``shape`` goes through the raylet (lock held)."""
         queue, shape.queue = shape.queue, collections.deque()
-        send_via_raylet = self.calls.send_via_raylet
+        send_via_raylet = self.pushed.send_via_raylet
         for call in queue:
             if not call.done:
                 send_via_raylet(call)
 
     # ---------------------------------------------------------- results
 
-    def _on_message(self, peer, message):
-        tag = message[0]
-        if tag == p.DIRECT_DONE:
-            with self.lock:
-                shape, lease = self.by_peer.get(peer, _NO_LEASE)
-                if lease is None:
-                    return
-                call = lease.release(message[1])
-                if call is None:
-                    return
-                now = time.monotonic()
-                self._measure(call, lease, now)
-                lease.blocked = False
-                if shape.queue:
-                    self._pump(shape)
-                if not lease.inflight:
-                    lease.idle_since = now
-            self.calls.complete(call, message[2])
-        elif tag == p.DIRECT_RETURN:
-            with self.lock:
-                shape, lease = self.by_peer.get(peer, _NO_LEASE)
-                if lease is None:
-                    return
-                lease.blocked = True
-                returned = [call for call in map(lease.release, message[1]) if call is not None]
-                shape.queue.extendleft(reversed(returned))
+    def _on_done(self, link, task_id, results):
+        with self.lock:
+            shape, lease = self.by_link.get(link, _NO_LEASE)
+            if lease is None:
+                return
+            call = lease.release(task_id)
+            if call is None:
+                return
+            now = time.monotonic()
+            self._measure(call, lease, now)
+            lease.blocked = False
+            if shape.queue:
                 self._pump(shape)
+            if not lease.inflight:
+                lease.idle_since = now
+        self.pushed.complete(call, results)
+
+    def _on_give_back(self, link, task_ids):
+        """The worker blocks in get: the tasks it has not started come back to the queue."""
+        with self.lock:
+            shape, lease = self.by_link.get(link, _NO_LEASE)
+            if lease is None:
+                return
+            lease.blocked = True
+            returned = [call for call in map(lease.release, task_ids) if call is not None]
+            shape.queue.extendleft(reversed(returned))
+            self._pump(shape)
 
     def _measure(self, call, lease, now):
         """How long its function ran: from when it was sent, or when the task before it
         on this worker ended, whichever is later."""
         seconds = now - max(call.sent, lease.last_done)
         lease.last_done = now
-        function_id = call.spec.function_id
-        previous = self.durations.get(function_id)
-        self.durations[function_id] = seconds if previous is None else 0.8 * previous + 0.2 * seconds
+        self.run_times.record(call.spec.function_id, seconds)
 
-    def _on_break(self, peer):
+    def _on_break(self, link):
         """The leased worker died (or its socket broke): its tasks run again or fail."""
         failed = []
         with self.lock:
-            found = self.by_peer.pop(peer, None)
+            found = self.by_link.pop(link, None)
             if found is None:
                 return
             shape, lease = found
@@ -285,7 +298,7 @@ class TaskLeases:
             if not self.closed:
                 self._pump(shape)
         for call, error in failed:
-            self.calls.fail(call, error)
+            self.pushed.fail(call, error)
 
     # ------------------------------------------------------------ cancel
 
@@ -299,10 +312,10 @@ class TaskLeases:
                         running = lease.inflight.get(task_id)
                         if running is not None:
                             running.cancelled = True
-                            lease.peer.send_now((p.DIRECT_CANCEL, task_id, bool(force)))
+                            lease.link.send_now(_PUSH_CANCEL(task_id, bool(force)))
                             return True
                 return False
-        self.calls.fail(call, _cancelled_error(call.spec, "before it ran"))
+        self.pushed.fail(call, _cancelled_error(call.spec, "before it ran"))
         return True
 
     def _take_queued(self, task_id):
@@ -351,13 +364,13 @@ class TaskLeases:
                 else:
                     watching = True
         if returned:
-            self.core.conn.send((p.RETURN_LEASES, returned))
+            self.core.conn.send(_RETURN_LEASES(returned))
         return watching
 
     def _drop(self, shape, lease):
         shape.leases.remove(lease)
-        self.by_peer.pop(lease.peer, None)
-        lease.peer.close()
+        self.by_link.pop(lease.link, None)
+        lease.link.close()
 
     def close(self):
         """Give every lease back (the process shuts down)."""
@@ -370,7 +383,7 @@ class TaskLeases:
                     self._drop(shape, lease)
             if returned and not self.core.conn.closed:
                 try:
-                    self.core.conn.send_now((p.RETURN_LEASES, returned))
+                    self.core.conn.send_now(_RETURN_LEASES(returned))
                 except Exception:
                     pass
 

@@ -1,50 +1,12 @@
-"""The messages between a node's raylet and its drivers and workers.
+"""The client end of a raylet's Unix socket, shared by every thread of a driver
+or worker: coalesced writes, and reads done by the threads that wait.
 
-Every message is a tuple whose first element is one of the tags below, encoded
-by the Cython codec (``rayx._core.codec``) and framed with a 4-byte length on
-the raylet's Unix socket. Nothing on this socket is ever unpickled: values
-travel as opaque serialized bytes that only the process that asked for them
-deserializes.
-
-Shapes (after the tag):
-
-client -> raylet
-  REGISTER      kind ("driver"|"worker"), worker_id, pid, job_id, info dict
-  SUBMIT        TaskSpec
-  PUT           object_id, data | None (None: already sealed in the arena), size, nested_refs
-  WAIT          request_id, [object_id], num_ready, with_data (bool), fetch (bool: pull remote objects here),
-                notify (bool: after the reply, send READY_NOTE for the rest as they become ready)
-  CANCEL_WAIT   request_id
-  TASK_DONE     task_id, [(object_id, data | None, size, nested_refs, is_error)], retryable_error (bool)
-                may carry a fifth field, exiting (bool): the worker exits now (max_calls reached)
-  REFS          [added object ids], [removed object ids]
-  REQUEST       request_id, op (str), args (tuple)      -- small control calls
-  ACTOR_EXIT    actor_id, reason                        -- the actor ends itself (no restart)
-  GIVE_BACK     [task_id]                               -- queued tasks a worker will not start
-                                                           (it is about to block in get)
-  LISTENING     path                                    -- the worker takes direct calls and leased tasks here
-  NOW_RUNNING   name                                    -- a leased worker starts a task of this name (log prefix)
-  RETURN_LEASES [worker_id]                             -- leases (``REQUEST "lease"``) the caller gives back
-
-  PUT may carry a fifth field, is_error, and a sixth, held (default True): the sender holds a ref
-  to the object from now on, as a SUBMIT makes its sender hold the returns. A worker registering
-  the results of a direct call or leased task sends held=False (the caller says whether it holds them).
-raylet -> client
-  REGISTERED    info dict (node_id, arena path, job_id, session_dir, ...)
-  EXECUTE       TaskSpec, {object_id: data | None}, gpu_ids
-  WAIT_REPLY    request_id, [(object_id, data | None, size)] of the ready objects
-  REPLY         request_id, ok (bool), result
-  LOG           text (already prefixed with the task name and pid)
-  EXIT          reason                                  -- the worker should exit
-  CANCEL        task_id                                 -- interrupt that task if it runs here
-  READY_NOTE    object_id                               -- an object a finished wait asked about is ready
-
-caller <-> worker (direct actor calls, ``rayx.direct_calls``; leased tasks, ``rayx.task_leases``)
-  DIRECT_CALL   TaskSpec, {object_id: data | None}      -- caller -> worker
-  DIRECT_DONE   task_id, [(object_id, data | None, size, nested_refs, is_error)]   -- worker -> caller
-  DIRECT_RETURN [task_id]                               -- worker -> caller: leased tasks it will not start
-                                                           (it is about to block in get)
-  DIRECT_CANCEL task_id, force                          -- caller -> worker: rayx.cancel of a leased task
+A message is a tuple built by its declaration in ``rayx.messages``, encoded by
+the Cython codec and framed with a 4-byte length. ``Outbox`` holds what waits
+to be written to one socket and writes it with one ``sendall``;
+``RayletConnection`` owns the raylet socket and also reads and writes the
+process's sockets to other processes of its node (``rayx.runtime.links``), in
+the same ``poll`` and by the same writer thread.
 """
 import os
 import select
@@ -54,35 +16,7 @@ import time
 
 from rayx._core import codec
 
-REGISTER = 1
-SUBMIT = 2
-PUT = 3
-WAIT = 4
-CANCEL_WAIT = 5
-TASK_DONE = 6
-REFS = 7
-REQUEST = 8
-ACTOR_EXIT = 9
-GIVE_BACK = 10
-LISTENING = 11
-NOW_RUNNING = 12
-RETURN_LEASES = 13
-
-REGISTERED = 50
-EXECUTE = 51
-WAIT_REPLY = 52
-REPLY = 53
-LOG = 54
-EXIT = 55
-CANCEL = 56
-READY_NOTE = 57
-
-DIRECT_CALL = 70
-DIRECT_DONE = 71
-DIRECT_RETURN = 72
-DIRECT_CANCEL = 73
-
-_RECV_SIZE = 1 << 20
+RECV_SIZE = 1 << 20
 EAGER_GAP = 0.0002   # a send after this long without a flush goes out at once
 
 
@@ -90,18 +24,19 @@ _WAKE = object()             # the wake pipe, among the polled descriptors
 
 
 class ConnectionClosed(ConnectionError):
-    """The raylet closed the connection (it stopped or the node died)."""
+    """The other end closed the connection: the raylet (it stopped, or the node died),
+    or the process at the other end of a link."""
 
 
-class _Outbox:
+class Outbox:
     """Messages queued for one socket, written together with one ``sendall``."""
 
     __slots__ = ("sock", "pending", "lock", "last_flush", "writes", "messages_sent", "before_flush",
-                 "closed", "peer_name")
+                 "closed", "other_end")
 
-    def __init__(self, sock, peer_name, before_flush=None):
+    def __init__(self, sock, other_end, before_flush=None):
         self.sock = sock
-        self.peer_name = peer_name
+        self.other_end = other_end   # what is at the other end, for error messages
         self.pending = []
         self.lock = threading.Lock()
         self.last_flush = 0.0
@@ -126,7 +61,7 @@ class _Outbox:
 
     def flush_locked(self):
         if self.closed:
-            raise ConnectionClosed(f"the connection to the {self.peer_name} is closed")
+            raise ConnectionClosed(f"the connection to the {self.other_end} is closed")
         edges = None if self.before_flush is None else self.before_flush()
         # Taken after the hook: a message queued before a ref change the hook reports
         # (a PUT or SUBMIT before the drop of its ref) always goes out with it or earlier.
@@ -142,7 +77,7 @@ class _Outbox:
                 self.sock.sendall(codec.pack_frames(pending))
             except OSError as exc:
                 self.closed = True
-                raise ConnectionClosed(f"lost the connection to the {self.peer_name}: {exc}") from exc
+                raise ConnectionClosed(f"lost the connection to the {self.other_end}: {exc}") from exc
 
 
 class RayletConnection:
@@ -157,31 +92,33 @@ class RayletConnection:
     updates); it runs before the queue is taken.
 
     Reading: a thread that needs a reply (``wait_for``) reads the socket itself
-    and dispatches what arrives to ``on_message``, so a reply wakes the waiting
-    thread directly instead of a reader thread that would then wake it. Threads
-    take turns through a lock; one that finds the lock taken waits for its
-    reply to be dispatched by the reader of the moment. A drainer thread reads
-    what arrives while nobody waits (log lines, replies that complete futures).
+    and dispatches what arrives through the handler table given to ``start``
+    (built by ``rayx.messages.handlers``), so a reply wakes the waiting thread
+    directly instead of a reader thread that would then wake it. Threads take
+    turns through a lock; one that finds the lock taken waits for its reply to
+    be dispatched by the reader of the moment. A drainer thread reads what
+    arrives while nobody waits (log lines, replies that complete futures).
 
-    Direct connections to other processes of the node (``PeerConnection``,
-    ``PeerListener``: direct actor calls) are multiplexed here: read by the
-    same threads in the same ``poll`` and written by the same writer.
+    The process's links to other processes of the node (``ProcessLink``,
+    ``LinkListener`` of ``rayx.runtime.links``: actor calls, leased tasks) are
+    multiplexed here: read by the same threads in the same ``poll`` and written
+    by the same writer.
 
     No read ever blocks: sockets are read only after ``poll`` says so, and
     with MSG_DONTWAIT. A source closed by a thread that is not reading (an idle
     lease given back) has its descriptor closed by the reader of the moment,
     after its ``poll`` (``retire``), never under one; and a descriptor found
-    closed anyway (POLLNVAL) is dropped as a closed peer. So
+    closed anyway (POLLNVAL) is dropped as a closed link. So
     ``wait_for(timeout)`` always returns in time.
     """
 
-    def __init__(self, path, on_message, on_close, before_flush=None, drain_interval=0.02):
+    def __init__(self, path, on_close, before_flush=None, drain_interval=0.02):
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.connect(path)
         self._sock_fd = self._sock.fileno()
-        self._on_message = on_message
+        self._handlers = {}          # tag -> handler(*fields), given to start()
         self._on_close = on_close
-        self._out = _Outbox(self._sock, "raylet", before_flush)
+        self._out = Outbox(self._sock, "raylet", before_flush)
         self._read_lock = threading.Lock()
         self._frames = codec.FrameReader()
         self._wakeup = threading.Condition(threading.Lock())
@@ -189,8 +126,8 @@ class RayletConnection:
         self._closed = False
         self._close_reported = False
         self._drain_interval = drain_interval
-        self._sources = {}           # fileno -> PeerConnection | PeerListener
-        self._dirty = set()          # peers with messages waiting for the writer
+        self._sources = {}           # fileno -> ProcessLink | LinkListener
+        self._dirty = set()          # links with messages waiting for the writer
         self._wake_r, self._wake_w = os.pipe()   # interrupts a poll when a source is added
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -200,7 +137,10 @@ class RayletConnection:
         self._writer = threading.Thread(target=self._write_loop, name="rayx-writer", daemon=True)
         self._drainer = threading.Thread(target=self._drain_loop, name="rayx-drainer", daemon=True)
 
-    def start(self):
+    def start(self, handlers):
+        """Start reading (dispatching each message through ``handlers``, a table of
+        ``rayx.messages.handlers``) and writing."""
+        self._handlers = handlers
         self._writer.start()
         self._drainer.start()
 
@@ -222,9 +162,10 @@ class RayletConnection:
         out = self._out
         out.pending.append(message)
         if not out.try_eager():
-            self._schedule_writer()
+            self.wake_writer()
 
-    def _schedule_writer(self):
+    def wake_writer(self):
+        """Have the writer thread write what is queued (here and on links) soon."""
         if not self._writer_scheduled:
             with self._wakeup:
                 self._writer_scheduled = True
@@ -239,7 +180,7 @@ class RayletConnection:
         """Write what is queued now if the connection has been quiet, else soon (``send``
         for messages queued with ``defer``)."""
         if not self._out.try_eager():
-            self._schedule_writer()
+            self.wake_writer()
 
     def send_all_now(self, messages):
         """Queue several messages and write them (and everything pending) in one write."""
@@ -268,7 +209,7 @@ class RayletConnection:
                     self._wakeup.wait(0.001 if self._out.pending or self._dirty else 0.1)
                 self._writer_scheduled = False
             if self._dirty:
-                self.flush_peers()
+                self.flush_links()
             try:
                 self.flush()
             except ConnectionClosed:
@@ -277,16 +218,22 @@ class RayletConnection:
                 import traceback
                 traceback.print_exc()
 
-    # ------------------------------------------------------------- peers
+    # ------------------------------------------------------------- links
 
-    def flush_peers(self):
-        """Write what waits for the writer on direct connections (a thread about to block)."""
-        for peer in list(self._dirty):
-            self._dirty.discard(peer)
-            peer.flush()
+    def flush_links(self):
+        """Write what waits for the writer on links (a thread about to block)."""
+        if self._dirty:
+            for link in list(self._dirty):
+                self._dirty.discard(link)
+                link.flush()
+
+    def write_soon(self, link):
+        """``link`` has messages queued: the writer writes them within a millisecond,
+        or a thread about to block (``flush_links``) before."""
+        self._dirty.add(link)
 
     def add_source(self, source):
-        """Read ``source`` (a PeerConnection or PeerListener) along with the raylet socket."""
+        """Read ``source`` (a ProcessLink or LinkListener) along with the raylet socket."""
         self._sources[source.fileno()] = source
         self._poller = None
         self._wake()
@@ -314,18 +261,6 @@ class RayletConnection:
         else:
             self._retired.append(close_fd)
             self._wake()
-
-    def connect_peer(self, path, on_message, on_close):
-        """A direct connection to the process listening at ``path``."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.connect(path)
-        except OSError:
-            sock.close()
-            raise
-        peer = PeerConnection(self, sock, on_message, on_close)
-        self.add_source(peer)
-        return peer
 
     # ------------------------------------------------------------- reading
 
@@ -392,7 +327,7 @@ class RayletConnection:
 
     def _closed_under_us(self, source):
         """A descriptor was closed while we watched it (POLLNVAL): a closed raylet
-        socket ends the connection, a closed peer is closed (its ``on_close`` runs, as
+        socket ends the connection, a closed link is closed (its ``on_close`` runs, as
         when the other side goes)."""
         self._poller = None
         if source is self._sock:
@@ -402,7 +337,7 @@ class RayletConnection:
 
     def _read_raylet(self):
         try:
-            data = self._sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+            data = self._sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
         except BlockingIOError:
             return
         except (OSError, ValueError):
@@ -410,8 +345,11 @@ class RayletConnection:
         if not data:
             self._report_close()
             return
+        handlers = self._handlers
         for message in self._frames.feed(data):
-            self._on_message(message)
+            handler = handlers.get(message[0])
+            if handler is not None:
+                handler(*message[1:])
 
     def _drain_loop(self):
         while not self._closed:
@@ -457,132 +395,3 @@ class RayletConnection:
         self._sock.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
-
-
-class PeerConnection:
-    """A direct connection between two processes of a node (an actor's worker and
-    one of its callers), read and written through the process's RayletConnection.
-
-    ``on_message(peer, message)`` gets each message; ``on_close(peer)`` is called
-    once when the other side goes away (or a write to it fails).
-    """
-
-    def __init__(self, hub, sock, on_message, on_close):
-        self.hub = hub
-        self.sock = sock
-        self.out = _Outbox(sock, "peer process")
-        self.frames = codec.FrameReader()
-        self.on_message = on_message
-        self.on_close = on_close
-        self.closed = False
-        self._fileno = sock.fileno()
-
-    def fileno(self):
-        return self._fileno
-
-    def send(self, message):
-        """Queue a message: written at once when the socket has been quiet, else by the writer."""
-        out = self.out
-        out.pending.append(message)
-        try:
-            if out.try_eager():
-                return
-        except ConnectionClosed:
-            self._broken()
-            return
-        self.hub._dirty.add(self)
-        self.hub._schedule_writer()
-
-    def defer(self, message):
-        self.out.pending.append(message)
-        self.hub._dirty.add(self)
-
-    def send_now(self, message):
-        self.out.pending.append(message)
-        self.flush()
-
-    def flush(self):
-        try:
-            self.out.flush()
-        except ConnectionClosed:
-            self._broken()
-
-    def _broken(self):
-        """A write failed: make the reader see the end (it reports the close once)."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def on_readable(self):
-        if self.closed:
-            return                # closed by another thread since the poll
-        try:
-            data = self.sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return
-        except (OSError, ValueError):
-            data = b""
-        if data:
-            try:
-                messages = self.frames.feed(data)
-            except Exception:
-                data = b""        # a malformed frame: drop the connection
-            else:
-                for message in messages:
-                    self.on_message(self, message)
-                return
-        self.close()
-
-    def close(self):
-        if self.closed:
-            return
-        self.closed = True
-        self.hub.remove_source(self)
-        with self.out.lock:
-            self.out.closed = True    # no write starts from now on
-        self.hub.retire(self._close_socket)
-        self.on_close(self)
-
-    def _close_socket(self):
-        with self.out.lock:       # never close the descriptor under a writer
-            try:
-                self.sock.close()
-            except OSError:
-                pass
-
-
-class PeerListener:
-    """A Unix socket (mode 0600) on which other processes of the node open PeerConnections."""
-
-    def __init__(self, hub, path, on_message, on_close):
-        self.hub = hub
-        self.path = path
-        self.on_message = on_message
-        self.on_close = on_close
-        if os.path.exists(path):
-            os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(path)
-        os.chmod(path, 0o600)
-        self.sock.listen(128)
-        self._fileno = self.sock.fileno()
-        hub.add_source(self)
-
-    def fileno(self):
-        return self._fileno
-
-    def on_readable(self):
-        try:
-            sock, _ = self.sock.accept()
-        except OSError:
-            return
-        self.hub.add_source(PeerConnection(self.hub, sock, self.on_message, self.on_close))
-
-    def close(self):
-        self.hub.remove_source(self)
-        self.hub.retire(self.sock.close)
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass

@@ -39,6 +39,8 @@ import types
 
 import cloudpickle
 
+from rayx.exceptions import RayError, RayTaskError, UnserializableException
+
 KIND_VALUE = 0
 KIND_ERROR = 1
 
@@ -149,13 +151,33 @@ def _rebuild_code(rebuild, args, filename):
     return code if code.co_filename == filename else code.replace(co_filename=filename)
 
 
-class _Pickler(cloudpickle.Pickler):
-    """cloudpickle, keeping the file names of the code it pickles by value."""
+def _reduce_task_error(error):
+    """A RayTaskError whose cause travels as bytes of its own (``dumps_exception``): a
+    cause that cannot be pickled, or rebuilt by the caller, must not take the
+    traceback down with it."""
+    cause, note = (None, "") if error.cause is None else dumps_exception(error.cause)
+    return (_rebuild_task_error, (error.function_name, error.traceback_str + note, cause,
+                                  error.pid, error.ip))
 
-    # cloudpickle's table with one entry changed, no deeper than it (it is looked up
+
+def _rebuild_task_error(function_name, traceback_str, cause, pid, ip):
+    if cause is not None:
+        cause, note = loads_exception(cause, traceback_str)
+        traceback_str += note
+    return RayTaskError.rebuilt(function_name, traceback_str, cause, pid, ip)
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, keeping the file names of the code it pickles by value, and
+    reducing RayTaskErrors with ``_reduce_task_error`` (the class itself here; its
+    classes derived with a cause's class in ``_ErrorPickler``, through which every
+    task error is pickled)."""
+
+    # cloudpickle's table with entries added, no deeper than it (it is looked up
     # for every object whose class pickle does not know).
     _own, *_rest = getattr(cloudpickle.Pickler.dispatch_table, "maps", [cloudpickle.Pickler.dispatch_table])
-    dispatch_table = collections.ChainMap({**_own, types.CodeType: _reduce_code}, *_rest)
+    dispatch_table = collections.ChainMap(
+        {**_own, types.CodeType: _reduce_code, RayTaskError: _reduce_task_error}, *_rest)
     del _own, _rest
 
 
@@ -206,7 +228,6 @@ def serialize_error(exc):
     try:
         inband = _dumps(exc, _ErrorPickler)
     except Exception as pickling_error:
-        from rayx.exceptions import RayError
         inband = pickle.dumps(RayError(f"{type(exc).__name__}: {_text(exc)} (the exception could "
                                        f"not be pickled: {pickling_error})"), 5)
     return SerializedObject(KIND_ERROR, inband, (), ())
@@ -234,11 +255,15 @@ def _reduces_by_default(cls):
 
 class _ErrorPickler(_Pickler):
     """Pickles exceptions (the ones that do not say how) as class + args + attributes,
-    so that rebuilding one never calls its ``__init__``."""
+    so that rebuilding one never calls its ``__init__``; and RayTaskErrors, whatever
+    class derived from it, with ``_reduce_task_error``."""
 
     def reducer_override(self, obj):
-        if isinstance(obj, BaseException) and _reduces_by_default(type(obj)):
-            return _rebuild_exception, (type(obj), obj.args, getattr(obj, "__dict__", None) or None)
+        if isinstance(obj, BaseException):
+            if isinstance(obj, RayTaskError):
+                return _reduce_task_error(obj)
+            if _reduces_by_default(type(obj)):
+                return _rebuild_exception, (type(obj), obj.args, getattr(obj, "__dict__", None) or None)
         return super().reducer_override(obj)
 
 
@@ -266,7 +291,6 @@ def dumps_exception(exc):
                       f"pickled and {'were' if len(dropped) > 1 else 'was'} left out: {problem})")
     except Exception:
         pass
-    from rayx.exceptions import UnserializableException
     note = f"\n(rayx: the {type(exc).__name__} could not be pickled: {problem})"
     return pickle.dumps(UnserializableException(f"{type(exc).__name__}: {_text(exc)}{note}"), 5), note
 
@@ -277,7 +301,6 @@ def loads_exception(data, traceback_str):
     try:
         return pickle.loads(data), ""
     except Exception as error:
-        from rayx.exceptions import UnserializableException
         note = f"\n(rayx: the exception could not be rebuilt here: {type(error).__name__}: {error})"
         return UnserializableException(traceback_str + note), note
 

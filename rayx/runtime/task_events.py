@@ -2,8 +2,8 @@
 
 The GCS ``tasks`` table holds the lineage of every task (its spec) but no
 state; the raylet writes the specs of the tasks it receives, and a leased
-worker (``rayx.task_leases``) those of the tasks it starts, through here,
-and the object-table rows of their results. A worker records one event per task, actor constructor or actor call it
+worker (``rayx.runtime.leased_tasks``) those of the tasks it starts, through
+here, and the object-table rows of their results. A worker records one event per task, actor constructor or actor call it
 runs -- task id, name, job, actor, worker pid, node, start and end times,
 FINISHED or FAILED (with the exception's type) -- into the ``task_events``
 table: one row per flush (key = worker id + batch number, value = the
@@ -26,15 +26,12 @@ import os
 import threading
 import time
 
-from rayx._core import codec
+from rayx.gcs import tables
 
-TABLE = "task_events"
-LINEAGE_TABLE = "tasks"
-OBJECTS_TABLE = "objects"
 FINISHED = "FINISHED"
 FAILED = "FAILED"
 
-_now = time.time
+now = time.time       # the clock of task events (wall time: events of all nodes are compared)
 
 
 class TaskEvents:
@@ -58,7 +55,7 @@ class TaskEvents:
 
         Hot path: keep it cheap (a tuple appended to a deque)."""
         self._events.append((spec.task_id, spec.function_name, spec.job_id, spec.actor_id,
-                             spec.task_type, spec.attempt, start, _now(),
+                             spec.task_type, spec.attempt, start, now(),
                              None if error is None else error.__name__))
         if not self._armed:
             self._arm()
@@ -113,22 +110,22 @@ class TaskEvents:
                 self._common = {"node_id": core.node_id, "node_ip_address": info.get("node_ip_address", ""),
                                 "worker_id": core.worker_id, "pid": os.getpid()}
                 self._writer = core.gcs.batch_writer()
-            put = self._writer.put
+            writer = self._writer
             while lineage:
                 spec = lineage.popleft()
-                put(LINEAGE_TABLE, spec.task_id, spec.encode())
+                tables.TASKS.put(writer, spec.task_id, spec)
             objects = self._objects
             node_id = self._core.node_id
             while objects:
                 object_id, _, size, _, _ = objects.popleft()
-                put(OBJECTS_TABLE, object_id, node_id + str(size).encode())
+                tables.OBJECTS.put(writer, object_id, tables.ObjectLocation(node_id, size))
             if events:
                 batch = []
                 while events:
                     batch.append(events.popleft())
                 self._batches += 1
                 key = self._core.worker_id + self._batches.to_bytes(8, "big")
-                put(TABLE, key, codec.dumps({"common": self._common, "events": batch}))
+                tables.TASK_EVENTS.put(writer, key, {"common": self._common, "events": batch})
                 self.recorded += len(batch)
 
     def flush(self, timeout=2.0):
