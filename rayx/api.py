@@ -16,7 +16,7 @@ import time
 from rayx import node as node_mod
 from rayx import options as opts
 from rayx._core import codec
-from rayx._core.objectref import unique_ids_of
+from rayx._core.objectref import install_runtime, unique_ids_of
 from rayx.object_ref import ObjectRef
 
 _lock = threading.RLock()
@@ -35,6 +35,9 @@ def _global_worker():
     if _worker is None:
         init()
     return _worker
+
+
+install_runtime(future_of=lambda ref: _global_worker().future_of(ref))   # ObjectRef.future()
 
 
 def _connect_worker(core, gcs, session_dir):
