@@ -49,7 +49,7 @@ UTF-8)::
     max_concurrency sv, actor_name s, namespace s,
     extra: one tagged value, which must be a dict.
 
-A spec with two small inline args encodes to about 130 bytes. The fields change
+A spec with two small inline args encodes to about 150 bytes. The fields change
 under a new version byte (version 2 dropped version 1's owner_address and
 runtime_env, which nothing used); ``extra`` carries anything meanwhile. Every
 process of a node runs the same build, so the decoder accepts only its own
@@ -77,7 +77,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_AsEncodedString, PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from rayx.exceptions import CodecError

@@ -2,7 +2,7 @@
 # want to reach the arena or a buffer's bytes at C speed.
 
 from libc.stdint cimport uint8_t
-from rayx._core.includes.arena cimport CArena, ObjectId
+from rayx._core.includes.arena cimport CArena
 
 
 cdef class Arena:
