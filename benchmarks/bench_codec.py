@@ -4,7 +4,7 @@ Under pytest-benchmark::
 
     pytest benchmarks/bench_codec.py --benchmark-only
 
-Standalone (prints ops/s for the compiled codec and the pure-Python twin)::
+Standalone (prints ops/s of the codec and the ids)::
 
     python benchmarks/bench_codec.py
 """
@@ -16,27 +16,26 @@ if __name__ == "__main__" and not __package__:
     # Run as a script from a source checkout: import the in-place build.
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rayx._core import codec as ccodec
-from rayx._core import pycodec
+from rayx._core import codec
 from rayx._core.ids import ObjectID, TaskID
 
 N_FRAMES = 10000
 
 
-def typical_spec(codec):
+def typical_spec():
     """A normal task with two small inline args, one CPU, as a driver submits it."""
     return codec.TaskSpec(
         task_id=bytes(range(16)), job_id=b"\x01\x00\x00\x00", parent_task_id=b"\x02" * 16,
         caller_id=b"\x03" * 16, function_id=b"\x04" * 20, function_name="mymodule.compute",
         args=[(0, "", b"\x80\x05K\x01."), (0, "", b"\x80\x05\x95\x09\x00\x00\x00\x8c\x05hello\x94.")],
-        resources={"CPU": 1.0}, owner_address="unix:/tmp/rayx/node.sock")
+        resources={"CPU": 1.0})
 
 
 def small_message():
     return ("done", b"\x05" * 20, 3, True)
 
 
-def frames_blob(codec):
+def frames_blob():
     return codec.pack_frames([("submit", i, b"\x06" * 20) for i in range(N_FRAMES)])
 
 
@@ -49,33 +48,29 @@ except ImportError:          # standalone mode only
     pytest = None
 
 if pytest is not None:
-    @pytest.fixture(params=[ccodec, pycodec], ids=["cython", "python"])
-    def codec(request):
-        return request.param
-
-    def test_spec_encode(benchmark, codec):
-        spec = typical_spec(codec)
+    def test_spec_encode(benchmark):
+        spec = typical_spec()
         benchmark(spec.encode)
 
-    def test_spec_decode(benchmark, codec):
-        data = typical_spec(codec).encode()
+    def test_spec_decode(benchmark):
+        data = typical_spec().encode()
         benchmark(codec.TaskSpec.decode, data)
 
-    def test_dumps_small(benchmark, codec):
+    def test_dumps_small(benchmark):
         benchmark(codec.dumps, small_message())
 
-    def test_loads_small(benchmark, codec):
+    def test_loads_small(benchmark):
         benchmark(codec.loads, codec.dumps(small_message()))
 
-    def test_frame_reader_10000_coalesced(benchmark, codec):
-        blob = frames_blob(codec)
+    def test_frame_reader_10000_coalesced(benchmark):
+        blob = frames_blob()
 
         def run():
             return codec.FrameReader().feed(blob)
 
         assert len(benchmark(run)) == N_FRAMES
 
-    def test_pack_frames_10000(benchmark, codec):
+    def test_pack_frames_10000(benchmark):
         msgs = [("submit", i, b"\x06" * 20) for i in range(N_FRAMES)]
         benchmark(codec.pack_frames, msgs)
 
@@ -103,21 +98,19 @@ def _rate(fn, min_time=0.3):
 
 
 def main():
-    rows = []
-    for name, codec in (("cython", ccodec), ("python", pycodec)):
-        spec = typical_spec(codec)
-        data = spec.encode()
-        msg = small_message()
-        mdata = codec.dumps(msg)
-        blob = frames_blob(codec)
-        rows += [
-            (name, f"TaskSpec.encode ({len(data)} B)", _rate(spec.encode), 1),
-            (name, "TaskSpec.decode", _rate(lambda: codec.TaskSpec.decode(data)), 1),
-            (name, f"dumps small tuple ({len(mdata)} B)", _rate(lambda: codec.dumps(msg)), 1),
-            (name, "loads small tuple", _rate(lambda: codec.loads(mdata)), 1),
-            (name, f"FrameReader.feed {N_FRAMES} frames", _rate(lambda: codec.FrameReader().feed(blob)),
-             N_FRAMES),
-        ]
+    spec = typical_spec()
+    data = spec.encode()
+    msg = small_message()
+    mdata = codec.dumps(msg)
+    blob = frames_blob()
+    rows = [
+        ("codec", f"TaskSpec.encode ({len(data)} B)", _rate(spec.encode), 1),
+        ("codec", "TaskSpec.decode", _rate(lambda: codec.TaskSpec.decode(data)), 1),
+        ("codec", f"dumps small tuple ({len(mdata)} B)", _rate(lambda: codec.dumps(msg)), 1),
+        ("codec", "loads small tuple", _rate(lambda: codec.loads(mdata)), 1),
+        ("codec", f"FrameReader.feed {N_FRAMES} frames", _rate(lambda: codec.FrameReader().feed(blob)),
+         N_FRAMES),
+    ]
     b20 = b"\x07" * 20
     oid = ObjectID(b20)
     tid = TaskID.from_random()
@@ -126,7 +119,7 @@ def main():
         ("ids", "hash(ObjectID)", _rate(lambda: hash(oid)), 1),
         ("ids", "TaskID.for_child", _rate(lambda: TaskID.for_child(tid, 7)), 1),
     ]
-    print(f"{'impl':8s} {'operation':40s} {'ops/s':>14s} {'us/op':>9s}")
+    print(f"{'part':8s} {'operation':40s} {'ops/s':>14s} {'us/op':>9s}")
     for impl, op, rate, per in rows:
         items = rate * per
         suffix = f"   ({items:,.0f} msgs/s)" if per > 1 else ""

@@ -57,6 +57,20 @@ void RegisterForkHandlerOnce() {
   std::call_once(registered, [] { pthread_atfork(nullptr, nullptr, OnForkInChild); });
 }
 
+// The process's LockWaitHooks (SetLockWaitHooks).
+std::atomic<void* (*)()> begin_lock_wait{nullptr};
+std::atomic<void (*)(void*)> end_lock_wait{nullptr};
+
+void* BeginLockWait() {
+  void* (*hook)() = begin_lock_wait.load(std::memory_order_acquire);
+  return hook != nullptr ? hook() : nullptr;
+}
+
+void EndLockWait(void* token) {
+  void (*hook)(void*) = end_lock_wait.load(std::memory_order_acquire);
+  if (hook != nullptr) hook(token);
+}
+
 uint64_t Mix(uint64_t x) {  // splitmix64's finaliser
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ull;
@@ -154,13 +168,17 @@ struct Arena::SegmentHeader {
 
 // Holds the mutex for one operation. Whatever the operation wrote but did not
 // Commit() is rolled back when the section ends.
+// If taking it had to wait, the hooks' end_wait runs once the mutex is released.
 class Arena::LockedSection {
  public:
-  explicit LockedSection(Arena* arena) : arena_(arena), status_(arena->Lock()) {}
+  explicit LockedSection(Arena* arena)
+      : arena_(arena), status_(arena->Lock(&waited_, &wait_token_)) {}
   ~LockedSection() {
-    if (status_ != kOk) return;
-    if (arena_->journal_.pending() != 0) arena_->journal_.Rollback();
-    arena_->Unlock();
+    if (status_ == kOk) {
+      if (arena_->journal_.pending() != 0) arena_->journal_.Rollback();
+      arena_->Unlock();
+    }
+    if (waited_) EndLockWait(wait_token_);
   }
   Status status() const { return status_; }
   void Commit() {
@@ -176,6 +194,8 @@ class Arena::LockedSection {
 
  private:
   Arena* arena_;
+  bool waited_ = false;
+  void* wait_token_ = nullptr;
   Status status_;
 };
 
@@ -360,9 +380,20 @@ Status Arena::Detach() {
 // ---------------------------------------------------------------------------
 // Locking and process slots.
 
-Status Arena::Lock() {
+void SetLockWaitHooks(const LockWaitHooks& hooks) {
+  begin_lock_wait.store(hooks.begin_wait, std::memory_order_release);
+  end_lock_wait.store(hooks.end_wait, std::memory_order_release);
+}
+
+Status Arena::Lock(bool* waited, void** wait_token) {
   LockOutcome outcome;
-  Status status = LockRobustMutex(&header_->mutex, &outcome);
+  bool acquired = false;
+  Status status = TryLockRobustMutex(&header_->mutex, &outcome, &acquired);
+  if (status == kOk && !acquired) {
+    *wait_token = BeginLockWait();
+    *waited = true;
+    status = LockRobustMutex(&header_->mutex, &outcome);
+  }
   if (status != kOk) return status;
   if (outcome == LockOutcome::kAcquiredOwnerDied) {
     // The previous owner died inside a locked section: undo what it did.
@@ -934,7 +965,9 @@ bool Arena::ValidateLocked(std::string* error) {
 // Test hooks.
 
 void Arena::DebugLockAndHang(int notify_fd) {
-  Lock();
+  bool waited = false;
+  void* wait_token = nullptr;
+  Lock(&waited, &wait_token);
   if (notify_fd >= 0) {
     char byte = 'L';
     ssize_t ignored = write(notify_fd, &byte, 1);

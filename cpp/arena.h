@@ -43,6 +43,14 @@
 //
 // THREADS. One Arena object may be used by several threads of a process (the
 // mutex serialises them); the per-process fields are only touched under it.
+//
+// LOCK WAITS. Every operation but Prefault runs one short section under the
+// mutex, which it first tries to take without waiting. Only when another
+// thread or process holds it does the operation call the process's
+// LockWaitHooks: begin_wait() before it blocks, and end_wait(token) when the
+// operation is over, after the mutex is released -- so a locked section never
+// waits for whatever begin_wait gave up. The Python wrapper (store.pyx) uses
+// them to release the GIL for exactly the calls that have to wait.
 #ifndef RAYX_ARENA_H_
 #define RAYX_ARENA_H_
 
@@ -71,6 +79,17 @@ struct ArenaOptions {
   uint64_t object_entries = 0;  // table size; 0 = max(kMinObjectEntries, capacity / 4 KiB)
   bool populate = false;        // MAP_POPULATE the creator's mapping (warms every page)
 };
+
+// Called around a wait for the arena mutex (see LOCK WAITS above); the token
+// begin_wait returns is passed to end_wait. Either may be null (no call).
+struct LockWaitHooks {
+  void* (*begin_wait)() = nullptr;
+  void (*end_wait)(void* token) = nullptr;
+};
+
+// Installs `hooks` for every Arena of the process. Call it before the arenas
+// are used (it is not synchronised with operations running meanwhile).
+void SetLockWaitHooks(const LockWaitHooks& hooks);
 
 struct ArenaStats {
   uint64_t capacity;            // size of the segment (file)
@@ -192,7 +211,9 @@ class Arena {
 
   Arena(const std::string& path, uint8_t* base, uint64_t capacity);
 
-  Status Lock();
+  // Takes the mutex (see LOCK WAITS); *waited is set if the hooks' begin_wait
+  // ran, and *wait_token to what it returned.
+  Status Lock(bool* waited, void** wait_token);
   void Unlock();
   Status EnsureProcessSlot();
   uint32_t Find(const ObjectId& id) const;

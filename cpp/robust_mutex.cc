@@ -19,8 +19,10 @@ Status InitRobustMutex(pthread_mutex_t* mutex) {
   return kOk;
 }
 
-Status LockRobustMutex(pthread_mutex_t* mutex, LockOutcome* outcome) {
-  int rc = pthread_mutex_lock(mutex);
+namespace {
+
+// The outcome of pthread_mutex_lock / _trylock (rc) for a robust mutex.
+Status LockResult(int rc, LockOutcome* outcome) {
   if (rc == 0) {
     *outcome = LockOutcome::kAcquired;
     return kOk;
@@ -31,6 +33,21 @@ Status LockRobustMutex(pthread_mutex_t* mutex, LockOutcome* outcome) {
   }
   errno = rc;
   return rc == ENOTRECOVERABLE ? kLockNotRecoverable : kSystemError;
+}
+
+}  // namespace
+
+Status LockRobustMutex(pthread_mutex_t* mutex, LockOutcome* outcome) {
+  return LockResult(pthread_mutex_lock(mutex), outcome);
+}
+
+Status TryLockRobustMutex(pthread_mutex_t* mutex, LockOutcome* outcome, bool* acquired) {
+  int rc = pthread_mutex_trylock(mutex);
+  *acquired = false;
+  if (rc == EBUSY) return kOk;
+  Status status = LockResult(rc, outcome);
+  *acquired = status == kOk;
+  return status;
 }
 
 Status MarkConsistent(pthread_mutex_t* mutex) {

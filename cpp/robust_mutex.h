@@ -29,6 +29,10 @@ enum class LockOutcome {
 // recoverer unlocked without marking it consistent, kSystemError otherwise.
 Status LockRobustMutex(pthread_mutex_t* mutex, LockOutcome* outcome);
 
+// Takes the mutex only if no one holds it: *acquired says whether it did (and
+// *outcome is then set as by LockRobustMutex). Fails as LockRobustMutex does.
+Status TryLockRobustMutex(pthread_mutex_t* mutex, LockOutcome* outcome, bool* acquired);
+
 // Declares the protected state repaired after kAcquiredOwnerDied.
 Status MarkConsistent(pthread_mutex_t* mutex);
 

@@ -4,7 +4,14 @@ sure every process and arena file they started is gone afterwards.
 The test run gets a RAYX_TMPDIR of its own (inside the one set outside, if any),
 removed at the end, so session directories never pile up; it is set before rayx
 is imported (rayx.node reads it at import) and child processes inherit it.
+
+After every test that leaves no rayx session connected, the counters of the
+compiled core must balance in this (the driver's) process: every ObjectBuffer
+pinned was released, every view of one released, every Arena handle opened was
+unmapped, every ObjectRef made was freed (``debug_counters()`` of
+rayx._core.store and rayx._core.objectref).
 """
+import gc
 import json
 import os
 import shutil
@@ -24,10 +31,43 @@ RUN_TMPDIR = tempfile.mkdtemp(prefix="rayx-tests-", dir=_OUTER_TMPDIR)
 os.environ["RAYX_TMPDIR"] = RUN_TMPDIR
 
 import rayx  # noqa: E402  (after RAYX_TMPDIR is set)
+from rayx._core import objectref as core_objectref  # noqa: E402
+from rayx._core import store as core_store  # noqa: E402
+
+BALANCED_COUNTERS = [("buffers_pinned", "buffers_released"), ("views_exported", "views_released"),
+                     ("arenas_opened", "arenas_unmapped"), ("refs_made", "refs_freed")]
 
 
 def pytest_unconfigure(config):
     shutil.rmtree(RUN_TMPDIR, ignore_errors=True)
+
+
+def unbalanced_counters():
+    counts = {**core_store.debug_counters(), **core_objectref.debug_counters()}
+    return {f"{made} - {ended}": counts[made] - counts[ended]
+            for made, ended in BALANCED_COUNTERS if counts[made] != counts[ended]}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "call":
+        item.call_failed = outcome.get_result().failed
+
+
+@pytest.fixture(autouse=True)
+def core_counters_balance(request):
+    """Once no session is connected, nothing of the compiled core is left held
+    (collecting garbage first if something is: cycles may hold buffers). Not
+    checked after a failed test, whose traceback still holds its locals."""
+    yield
+    if getattr(request.node, "call_failed", False):
+        return
+    if rayx.is_initialized() or not unbalanced_counters():
+        return
+    gc.collect()
+    left = unbalanced_counters()
+    assert not left, f"left held after the test (made - ended): {left}"
 
 
 def rayx_processes():

@@ -83,3 +83,63 @@ def test_refs_count_themselves_and_pickle_through_the_escape_hook():
     finally:
         object_ref.set_escape_hook(None)
         counter.uninstall()
+
+
+def test_pickled_refs_are_recorded_in_the_serialization_context():
+    """rayx.serialization registers its current_context with the compiled class."""
+    import pickle
+    from rayx.runtime import serialization
+    from rayx.object_ref import ObjectRef
+    refs = [ObjectRef(b"n" * 20), ObjectRef(b"m" * 20)]
+    with serialization.SerializationContext() as ctx:
+        pickle.dumps(refs)
+    assert ctx.nested_refs == [b"n" * 20, b"m" * 20]
+    assert serialization.current_context() is None
+    pickle.dumps(refs[0])               # outside a context: recorded nowhere
+    assert ctx.nested_refs == [b"n" * 20, b"m" * 20]
+
+
+def test_future_and_await_in_the_driver(shutdown_only):
+    """rayx.runtime.driver registers future_of: a driver's ref resolves as a Future and by await."""
+    import asyncio
+    import rayx
+    rayx.init(num_cpus=1, object_store_memory=64 << 20)
+    ref = rayx.put({"v": 5})
+    assert ref.future().result(timeout=60) == {"v": 5}
+
+    async def wait_for_it():
+        return await ref
+
+    assert asyncio.run(wait_for_it()) == {"v": 5}
+
+
+def test_refs_count_themselves_in_debug_counters():
+    from rayx._core.objectref import debug_counters
+    from rayx.object_ref import ObjectRef
+    before = debug_counters()
+    refs = [ObjectRef(b"c" * 20), ObjectRef.counted_already(b"d" * 20)]
+    during = debug_counters()
+    del refs
+    after = debug_counters()
+    assert during["refs_made"] - before["refs_made"] == 2
+    assert after["refs_freed"] - before["refs_freed"] == 2
+
+
+def test_compiled_modules_import_no_runtime_module():
+    """rayx._core is below the runtime: its modules reach other rayx._core modules by
+    cimport and import nothing of rayx but rayx.exceptions."""
+    import glob
+    import os
+    import re
+    core = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rayx", "_core")
+    for path in glob.glob(os.path.join(core, "*.pyx")) + glob.glob(os.path.join(core, "*.pxd")):
+        with open(path) as f:
+            source = f.read()
+        for match in re.finditer(r"^\s*(?:from\s+(rayx\S*)\s+(c?import)|(c?import)\s+(rayx\S*))",
+                                 source, re.M):
+            module = match.group(1) or match.group(4)
+            kind = match.group(2) or match.group(3)
+            if kind == "cimport":
+                assert module.startswith("rayx._core."), (path, module)
+            else:
+                assert module == "rayx.exceptions", (path, module)

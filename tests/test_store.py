@@ -477,6 +477,40 @@ def test_child_killed_holding_the_lock_does_not_wedge_the_others(arena, arena_pa
     check_accounting(arena)
 
 
+def test_a_call_waiting_for_the_lock_lets_other_threads_run(arena, arena_path):
+    """A get() blocked on the lock (held by a hung child) releases the GIL for the
+    wait; a close() meanwhile waits for that call, whose buffer stays valid."""
+    import threading
+    import time
+    arena.put(oid(1), b"payload")
+    ready_read, ready_write = os.pipe()
+    holder = fork_child(lambda: Arena.attach(arena_path)._lock_and_hang(ready_write))
+    assert os.read(ready_read, 1) == b"L"  # the child holds the lock
+    # Should the GIL stay held, this thread could not run: a watchdog frees the lock.
+    watchdog = fork_child(lambda: (time.sleep(30), os.kill(holder, signal.SIGKILL)))
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(arena.get(oid(1))))
+    waiter.start()
+    ran = 0
+    while waiter.is_alive() and ran < 20:
+        ran += 1
+        time.sleep(0.01)
+    assert ran == 20 and waiter.is_alive(), "the waiting get() held the GIL"
+    arena.close()                       # deferred: the get() is still running
+    assert arena.closed
+    os.kill(holder, signal.SIGKILL)
+    waiter.join(CHILD_TIMEOUT)
+    os.kill(watchdog, signal.SIGKILL)
+    assert wait_child(holder) == -signal.SIGKILL and wait_child(watchdog) == -signal.SIGKILL
+    os.close(ready_read)
+    os.close(ready_write)
+    (buffer,) = got
+    assert bytes(memoryview(buffer)) == b"payload"
+    assert arena.live_buffers == 1
+    buffer.release()
+    assert arena.live_buffers == 0
+
+
 @pytest.mark.parametrize("operation", ["put", "delete", "get"])
 def test_child_killed_at_any_step_of_an_operation(arena, arena_path, operation):
     for number in range(1, 6):

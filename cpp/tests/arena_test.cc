@@ -14,10 +14,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "allocator.h"
@@ -577,6 +579,88 @@ TEST(arena_survives_a_process_killed_holding_the_lock) {
   uint64_t pins, aborted;
   CHECK_EQ(arena->ReleasePinsOf(pid, &pins, &aborted), kOk);
   CHECK_EQ(StatsOf(arena.get()).num_processes, 1u);
+  CHECK(ArenaValid(arena.get()));
+}
+
+namespace {
+
+// Lock-wait hooks that count their calls; end_wait uses the arena, which
+// would deadlock if it ran with the mutex still held.
+struct WaitHookLog {
+  std::atomic<int> begins{0};
+  std::atomic<int> ends{0};
+  std::atomic<int> tokens_matched{0};
+  std::atomic<bool> ends_could_lock{false};
+  Arena* arena = nullptr;
+};
+WaitHookLog* wait_hook_log = nullptr;
+int wait_hook_token = 0;
+
+void* CountingBeginWait() {
+  wait_hook_log->begins++;
+  return &wait_hook_token;
+}
+
+void CountingEndWait(void* token) {
+  if (token == &wait_hook_token) wait_hook_log->tokens_matched++;
+  bool present = false;
+  wait_hook_log->ends_could_lock = wait_hook_log->arena->Contains(MakeId(1), &present) == kOk;
+  wait_hook_log->ends++;
+}
+
+}  // namespace
+
+TEST(arena_lock_wait_hooks_run_only_around_a_wait) {
+  ShmPath file;
+  std::unique_ptr<Arena> arena = MakeArena(file.path, 8 << 20);
+  CHECK(arena != nullptr);
+  WaitHookLog log;
+  log.arena = arena.get();
+  wait_hook_log = &log;
+  LockWaitHooks hooks;
+  hooks.begin_wait = CountingBeginWait;
+  hooks.end_wait = CountingEndWait;
+  SetLockWaitHooks(hooks);
+  // Uncontended: no hook runs.
+  CHECK_EQ(Put(arena.get(), 1, 100), kOk);
+  uint64_t offset, size;
+  CHECK_EQ(arena->Get(MakeId(1), &offset, &size), kOk);
+  CHECK_EQ(arena->Release(MakeId(1)), kOk);
+  CHECK_EQ(log.begins.load(), 0);
+  // A child holds the lock: the put waits, between begin_wait and end_wait.
+  int pipe_fds[2];
+  CHECK_EQ(pipe(pipe_fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    SetLockWaitHooks(LockWaitHooks());
+    std::unique_ptr<Arena> mine = AttachArena(file.path);
+    CHILD_CHECK(mine != nullptr);
+    mine->DebugLockAndHang(pipe_fds[1]);
+    _exit(1);
+  }
+  char byte = 0;
+  CHECK_EQ(read(pipe_fds[0], &byte, 1), 1);
+  close(pipe_fds[0]);
+  close(pipe_fds[1]);
+  alarm(60);  // a wedged lock fails the run instead of hanging it
+  Status put_status = kSystemError;
+  std::thread waiter([&] { put_status = Put(arena.get(), 2, 100); });
+  while (log.begins.load() == 0) usleep(1000);
+  CHECK_EQ(log.ends.load(), 0);  // still waiting
+  kill(pid, SIGKILL);
+  CHECK_EQ(WaitChild(pid), 128 + SIGKILL);
+  waiter.join();
+  alarm(0);
+  CHECK_EQ(put_status, kOk);
+  // The create waited; the seal after it did not.
+  CHECK_EQ(log.begins.load(), 1);
+  CHECK_EQ(log.ends.load(), 1);
+  CHECK_EQ(log.tokens_matched.load(), 1);
+  CHECK(log.ends_could_lock.load());
+  SetLockWaitHooks(LockWaitHooks());
+  wait_hook_log = nullptr;
+  uint64_t pins, aborted;
+  CHECK_EQ(arena->ReleasePinsOf(pid, &pins, &aborted), kOk);
   CHECK(ArenaValid(arena.get()));
 }
 

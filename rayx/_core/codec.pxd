@@ -1,5 +1,6 @@
-# The task spec and the message codec, for modules that cimport them (the
-# scheduler queue reads TaskSpec fields at C speed).
+# The task spec and the message codec, for Cython modules that cimport them to
+# read TaskSpec fields or call dumps/loads at C speed (none does yet: the
+# raylet and the runtime are Python and use the module's Python interface).
 
 cdef class TaskSpec:
     cdef public int task_type                  # NORMAL_TASK / ACTOR_CREATION_TASK / ACTOR_TASK
@@ -29,8 +30,6 @@ cdef class TaskSpec:
     cdef public str namespace
     cdef public bint detached
     cdef public bint is_asyncio
-    cdef public str owner_address
-    cdef public bytes runtime_env
     cdef public dict extra                     # forward compatibility, encodable values
 
     cpdef bytes encode(self)

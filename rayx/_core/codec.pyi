@@ -57,8 +57,6 @@ class TaskSpec:
     namespace: str
     detached: bool
     is_asyncio: bool
-    owner_address: str
-    runtime_env: bytes
     extra: dict[Any, Any]
     def __init__(
         self, *, task_type: int = 0, task_id: bytes = b"", job_id: bytes = b"",
@@ -71,8 +69,7 @@ class TaskSpec:
         sequence_number: int = 0, strategy: int = 0, strategy_node_id: bytes = b"",
         strategy_soft: bool = False, max_restarts: int = 0, max_task_retries: int = 0,
         max_concurrency: int = 1, actor_name: str = "", namespace: str = "",
-        detached: bool = False, is_asyncio: bool = False, owner_address: str = "",
-        runtime_env: bytes = b"", extra: Optional[dict[Any, Any]] = None,
+        detached: bool = False, is_asyncio: bool = False, extra: Optional[dict[Any, Any]] = None,
     ) -> None: ...
     def encode(self) -> bytes: ...
     @staticmethod

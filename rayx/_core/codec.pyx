@@ -24,7 +24,7 @@ A value is one tag byte, then a payload::
     0x07  list        varint count, count values
     0x08  tuple       varint count, count values
     0x09  dict        varint count, count (key value) pairs
-    0x0A  TaskSpec    version byte (1), then the fields below
+    0x0A  TaskSpec    version byte (2), then the fields below
     0x80+n  small int n, for 0 <= n < 128 (the payload is the tag itself)
 
 A varint is unsigned LEB128 (7 bits per byte, low group first, high bit set on
@@ -46,12 +46,14 @@ UTF-8)::
            3 is_asyncio (the other bits must be 0),
     attempt sv, actor_id b, sequence_number sv, strategy uv,
     strategy_node_id b, max_restarts sv, max_task_retries sv,
-    max_concurrency sv, actor_name s, namespace s, owner_address s,
-    runtime_env b,
+    max_concurrency sv, actor_name s, namespace s,
     extra: one tagged value, which must be a dict.
 
-A spec with two small inline args encodes to about 150 bytes. Fields are added
-at the end under a new version byte; ``extra`` carries anything meanwhile.
+A spec with two small inline args encodes to about 150 bytes. The fields change
+under a new version byte (version 2 dropped version 1's owner_address and
+runtime_env, which nothing used); ``extra`` carries anything meanwhile. Every
+process of a node runs the same build, so the decoder accepts only its own
+version. tests/test_codec.py pins the format with golden byte strings.
 
 DECODER SAFETY. Every declared length is checked against the bytes left before
 anything is allocated (a count of n values needs at least n bytes), nesting is
@@ -75,7 +77,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_New, PyTuple_SET_ITEM
 from cpython.unicode cimport PyUnicode_AsEncodedString, PyUnicode_DecodeUTF8
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.string cimport memcpy
 
 from rayx.exceptions import CodecError
@@ -116,7 +118,7 @@ cdef enum:
     T_SPEC = 0x0A
     T_FIXINT = 0x80                      # 0x80 + n for 0 <= n < 128
 
-    SPEC_VERSION = 1
+    SPEC_VERSION = 2
     MAX_TASK_TYPE = 2
     MAX_STRATEGY = 2
     MAX_ARG_KIND = 1
@@ -423,8 +425,6 @@ cdef int enc_spec(WBuf* w, TaskSpec s, int depth) except -1:
     w_svarint(w, s.max_concurrency)
     w_str_field(w, s.actor_name, "actor_name")
     w_str_field(w, s.namespace, "namespace")
-    w_str_field(w, s.owner_address, "owner_address")
-    w_bytes_field(w, s.runtime_env, "runtime_env")
     enc_dict(w, s.extra, depth)
     return 0
 
@@ -665,8 +665,6 @@ cdef TaskSpec dec_spec(RBuf* r, int depth):
     s.max_concurrency = r_svarint(r, "max_concurrency")
     s.actor_name = r_str(r, "actor_name length")
     s.namespace = r_str(r, "namespace length")
-    s.owner_address = r_str(r, "owner_address length")
-    s.runtime_env = r_bytes(r, "runtime_env length")
     start = r.pos
     if r_byte(r, "extra tag") != T_DICT:
         raise CodecError(f"TaskSpec.extra at offset {start} is not a dict")
@@ -742,8 +740,7 @@ FIELD_NAMES = (
     "function_name", "method_name", "args", "nested_refs", "num_returns", "resources",
     "max_retries", "retry_exceptions", "attempt", "actor_id", "sequence_number",
     "strategy", "strategy_node_id", "strategy_soft", "max_restarts", "max_task_retries",
-    "max_concurrency", "actor_name", "namespace", "detached", "is_asyncio",
-    "owner_address", "runtime_env", "extra",
+    "max_concurrency", "actor_name", "namespace", "detached", "is_asyncio", "extra",
 )
 
 
@@ -766,7 +763,6 @@ cdef class TaskSpec:
                  long long max_restarts=0, long long max_task_retries=0,
                  long long max_concurrency=1, str actor_name not None="",
                  str namespace not None="", bint detached=False, bint is_asyncio=False,
-                 str owner_address not None="", bytes runtime_env not None=b"",
                  dict extra=None):
         self.task_type = task_type
         self.task_id = task_id
@@ -795,8 +791,6 @@ cdef class TaskSpec:
         self.namespace = namespace
         self.detached = detached
         self.is_asyncio = is_asyncio
-        self.owner_address = owner_address
-        self.runtime_env = runtime_env
         self.extra = {} if extra is None else extra
 
     cpdef bytes encode(self):
@@ -901,8 +895,6 @@ cdef class TaskSpec:
         c.namespace = self.namespace
         c.detached = self.detached
         c.is_asyncio = self.is_asyncio
-        c.owner_address = self.owner_address
-        c.runtime_env = self.runtime_env
         c.extra = dict(self.extra)
         return c
 
@@ -914,7 +906,7 @@ cdef class TaskSpec:
                 self.sequence_number, self.strategy, self.strategy_node_id,
                 self.strategy_soft, self.max_restarts, self.max_task_retries,
                 self.max_concurrency, self.actor_name, self.namespace, self.detached,
-                self.is_asyncio, self.owner_address, self.runtime_env, self.extra)
+                self.is_asyncio, self.extra)
 
     def __eq__(self, other):
         if not isinstance(other, TaskSpec):

@@ -1,5 +1,5 @@
 # Declarations of rayx's fixed-size binary ids, for modules that cimport them
-# (the codec, the scheduler queue) and want C-speed access to the bytes.
+# (objectref.pyx builds TaskIDs) and want C-speed access to the bytes.
 
 from libc.stdint cimport uint64_t
 

@@ -9,9 +9,23 @@ and from held to 0. Getting an object that holds 10,000 refs makes 20,000 such
 events, and every call makes a few, so the class, the counting and the
 one-pass check of the refs given to ``wait`` (``unique_ids_of``) are compiled:
 a few C operations per ref, no Python frames.
+
+RUNTIME HOOKS. Like the rest of rayx._core, this module imports nothing of
+rayx's Python runtime (which imports it): the runtime registers itself.
+``rayx.serialization`` installs ``current_context`` when it is imported (a
+pickled ref is recorded in the value being serialized), and ``rayx.api``
+installs ``future_of`` when it is imported (what ``ref.future()`` and ``await
+ref`` use: the process's core worker, in a driver or a worker, connecting first
+as every API call does). Both go through ``install_runtime``.
+
+COUNTERS. ``debug_counters()`` tells how many refs this process made and how
+many it freed (plain C integers, always kept); tests/conftest.py checks they
+balance after every test that leaves no rayx session connected.
 """
 from cpython.dict cimport PyDict_GetItem, PyDict_SetItem, PyDict_DelItem
 from cpython.object cimport PyObject
+
+from rayx._core.ids cimport TaskID
 
 
 def apply_events(object events, dict counts):
@@ -66,6 +80,29 @@ def unique_ids_of(list refs, str caller):
 
 cdef object _events = None        # the process's deque of (object id, +1 | -1), or None
 cdef object _escape_hook = None   # called with the id of every ref pickled here
+cdef object _future_of = None     # ref -> concurrent.futures.Future (install_runtime)
+cdef object _current_context = None   # () -> the SerializationContext being filled, or None
+cdef Py_ssize_t _refs_made = 0    # refs made by __init__ / counted_already
+cdef Py_ssize_t _refs_freed = 0   # ... and deallocated
+
+
+def install_runtime(*, future_of=None, current_context=None):
+    """The runtime registers itself here; each hook given replaces the one installed.
+
+    ``future_of(ref)`` returns a concurrent.futures.Future of the ref's value
+    (``ObjectRef.future``); ``current_context()`` returns the SerializationContext
+    collecting the refs pickled on this thread, or None (``ObjectRef.__reduce__``).
+    """
+    global _future_of, _current_context
+    if future_of is not None:
+        _future_of = future_of
+    if current_context is not None:
+        _current_context = current_context
+
+
+def debug_counters():
+    """This process's count of refs made and freed (a dict)."""
+    return {"refs_made": _refs_made, "refs_freed": _refs_freed}
 
 
 def set_events(events):
@@ -95,8 +132,11 @@ cdef class ObjectRef:
     cdef object __weakref__
 
     def __init__(self, object_id):
+        global _refs_made
         if type(object_id) is not bytes:
             object_id = bytes(object_id)
+        if self._id is None:
+            _refs_made += 1
         self._id = object_id
         if _events is not None:
             _events.append((object_id, 1))
@@ -104,13 +144,18 @@ cdef class ObjectRef:
     @staticmethod
     def counted_already(bytes object_id):
         """A ref whose +1 the caller has put in the counts itself (no event)."""
+        global _refs_made
         cdef ObjectRef ref = ObjectRef.__new__(ObjectRef)
         ref._id = object_id
+        _refs_made += 1
         return ref
 
     def __dealloc__(self):
-        if _events is not None and self._id is not None:
-            _events.append((self._id, -1))
+        global _refs_freed
+        if self._id is not None:
+            _refs_freed += 1
+            if _events is not None:
+                _events.append((self._id, -1))
 
     def binary(self):
         return self._id
@@ -119,7 +164,6 @@ cdef class ObjectRef:
         return self._id.hex()
 
     def task_id(self):
-        from rayx._core.ids import TaskID
         return TaskID(self._id[:16])
 
     def __eq__(self, other):
@@ -135,7 +179,7 @@ cdef class ObjectRef:
         return f"ObjectRef({self._id.hex()})"
 
     def __reduce__(self):
-        ctx = _current_context()
+        ctx = _current_context() if _current_context is not None else None
         if ctx is not None:
             ctx.nested_refs.append(self._id)
         if _escape_hook is not None:
@@ -144,12 +188,11 @@ cdef class ObjectRef:
 
     def future(self):
         """A concurrent.futures.Future that completes with the object's value."""
-        from rayx.runtime.driver import core_worker
-        return core_worker().future_of(self)
+        if _future_of is None:
+            raise RuntimeError("ObjectRef.future() needs the rayx runtime (import rayx)")
+        return _future_of(self)
 
     def __await__(self):
         import asyncio
         return asyncio.wrap_future(self.future()).__await__()
 
-
-from rayx.runtime.serialization import current_context as _current_context

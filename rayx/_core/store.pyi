@@ -64,3 +64,6 @@ class ObjectBuffer:
     def __buffer__(self, flags: int) -> memoryview: ...
     def release(self) -> None:
         """Release the pin now; raises BufferError while views are alive."""
+
+
+def debug_counters() -> dict[str, int]: ...

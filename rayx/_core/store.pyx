@@ -22,6 +22,19 @@ never unmaps memory a live view points to: it waits for the last one.
 ERRORS. Every C++ call returns a status code and :func:`check_status` is the
 one place where codes become exceptions of :mod:`rayx.exceptions`.
 
+THE GIL. Short calls (create_object, seal, abort, get, release, delete,
+contains, stats) keep the GIL unless they must wait for the arena's
+cross-process lock, and then release it for the wait (see
+includes/arena.pxd); the long ones release it throughout. While a call runs
+the Arena counts it, so a ``close()`` from another thread meanwhile waits for
+it as it waits for live buffers.
+
+COUNTERS. :func:`debug_counters` tells how many ObjectBuffers this process
+pinned and released, how many memoryviews they and the writable views
+exported and released, and how many Arena handles it opened and unmapped:
+plain C integers, always kept, that tests/conftest.py checks balance after
+every test that leaves no rayx session connected.
+
 FORK. An Arena inherited by a forked child works in the child, which takes a
 process slot of its own on first use; buffers inherited from the parent are
 not the child's pins and are dropped without effect.
@@ -41,13 +54,67 @@ from libcpp.string cimport string
 from libcpp.vector cimport vector
 
 from rayx._core.includes.arena cimport (
-    ArenaOptions, ArenaStats, CArena, ObjectId, Status, StatusMessage, kBadSegment, kCorrupted,
-    kObjectExists, kObjectNotFound, kObjectNotSealed, kOk, kOutOfMemory, kSystemError, kTableFull)
+    ArenaOptions, ArenaStats, CArena, LockWaitHooks, ObjectId, SetLockWaitHooks, Status,
+    StatusMessage, kBadSegment, kCorrupted, kObjectExists, kObjectNotFound, kObjectNotSealed, kOk,
+    kOutOfMemory, kSystemError, kTableFull)
 
 from rayx.exceptions import (ArenaError, ObjectExistsError, ObjectNotFoundError,
                              ObjectStoreFullError)
 
+cdef extern from "Python.h":
+    ctypedef struct PyThreadState:
+        pass
+    int PyGILState_Check() nogil
+    PyThreadState* PyEval_SaveThread() nogil
+    void PyEval_RestoreThread(PyThreadState* state) nogil
+
 OBJECT_ID_SIZE = 20
+
+
+# ---------------------------------------------------------------------------
+# Waiting for the arena lock without the GIL (LockWaitHooks, cpp/arena.h).
+
+cdef void* _release_gil_for_lock_wait() noexcept nogil:
+    # Called by a locking call about to wait; callers inside `with nogil` hold no GIL.
+    if PyGILState_Check():
+        return PyEval_SaveThread()
+    return NULL
+
+
+cdef void _retake_gil_after_lock_wait(void* saved) noexcept nogil:
+    # Called once the waiting call has released the arena lock.
+    if saved != NULL:
+        PyEval_RestoreThread(<PyThreadState*>saved)
+
+
+cdef LockWaitHooks _gil_hooks
+_gil_hooks.begin_wait = _release_gil_for_lock_wait
+_gil_hooks.end_wait = _retake_gil_after_lock_wait
+SetLockWaitHooks(_gil_hooks)
+
+
+# ---------------------------------------------------------------------------
+# Counters of this process (debug_counters), changed with the GIL held.
+
+cdef Py_ssize_t _buffers_pinned = 0       # ObjectBuffers get() returned
+cdef Py_ssize_t _buffers_released = 0     # ... whose pin was released (release() or dealloc)
+cdef Py_ssize_t _views_exported = 0       # buffer-protocol views of ObjectBuffers and writables
+cdef Py_ssize_t _views_released = 0
+cdef Py_ssize_t _arenas_opened = 0        # Arena.create / Arena.attach
+cdef Py_ssize_t _arenas_unmapped = 0      # ... whose C++ arena was detached and unmapped
+
+
+def debug_counters():
+    """This process's counts of pins, views and arena handles (a dict); each
+    "made" count equals its "ended" count once nothing holds a buffer."""
+    return {
+        "buffers_pinned": _buffers_pinned,
+        "buffers_released": _buffers_released,
+        "views_exported": _views_exported,
+        "views_released": _views_released,
+        "arenas_opened": _arenas_opened,
+        "arenas_unmapped": _arenas_unmapped,
+    }
 
 
 cdef int check_status(Status status, CArena* arena=NULL, object object_id=None,
@@ -129,6 +196,8 @@ cdef class Arena:
         check_status(status, NULL, None, 0, path)
         self._arena = raw
         self.path = path
+        global _arenas_opened
+        _arenas_opened += 1
         return self
 
     @staticmethod
@@ -143,25 +212,44 @@ cdef class Arena:
         check_status(status, NULL, None, 0, path)
         self._arena = raw
         self.path = path
+        global _arenas_opened
+        _arenas_opened += 1
         return self
 
     def __dealloc__(self):
-        # Buffers hold a reference, so none is alive here.
+        # Buffers and calls hold a reference, so none is alive here.
+        global _arenas_unmapped
         if self._arena != NULL:
             with nogil:
                 del self._arena
             self._arena = NULL
+            _arenas_unmapped += 1
 
     cdef int _check_open(self) except -1:
         if self._arena == NULL or self._closing:
             raise ArenaError(f"{self.path}: the arena is closed")
         return 0
 
+    cdef int _begin_call(self) except -1:
+        self._check_open()
+        self._calls += 1
+        return 0
+
+    cdef void _end_call(self) noexcept:
+        self._calls -= 1
+        self._unmap_if_unused()
+
     cdef void _export_ended(self) noexcept:
         self._exports -= 1
-        if self._exports == 0 and self._closing and self._arena != NULL:
+        self._unmap_if_unused()
+
+    cdef void _unmap_if_unused(self) noexcept:
+        # The real close() of an arena closed while buffers or calls were alive.
+        global _arenas_unmapped
+        if self._exports == 0 and self._calls == 0 and self._closing and self._arena != NULL:
             del self._arena
             self._arena = NULL
+            _arenas_unmapped += 1
 
     @property
     def capacity(self):
@@ -192,10 +280,14 @@ cdef class Arena:
         """
         cdef const ObjectId* key = as_key(object_id)
         cdef uint64_t offset = 0
-        self._check_open()
         if size < 0:
             raise ValueError(f"object size must be >= 0, not {size}")
-        check_status(self._arena.CreateObject(key[0], size, &offset), self._arena, object_id, size)
+        self._begin_call()
+        try:
+            check_status(self._arena.CreateObject(key[0], size, &offset), self._arena, object_id,
+                         size)
+        finally:
+            self._end_call()
         cdef _WritableBuffer writable = _WritableBuffer.__new__(_WritableBuffer)
         writable._arena = self
         writable._object_id = object_id
@@ -207,14 +299,20 @@ cdef class Arena:
     def seal(self, bytes object_id):
         """Makes a created object immutable and visible to get()."""
         cdef const ObjectId* key = as_key(object_id)
-        self._check_open()
-        check_status(self._arena.Seal(key[0]), self._arena, object_id)
+        self._begin_call()
+        try:
+            check_status(self._arena.Seal(key[0]), self._arena, object_id)
+        finally:
+            self._end_call()
 
     def abort(self, bytes object_id):
         """Frees an object that was created but not sealed."""
         cdef const ObjectId* key = as_key(object_id)
-        self._check_open()
-        check_status(self._arena.Abort(key[0]), self._arena, object_id)
+        self._begin_call()
+        try:
+            check_status(self._arena.Abort(key[0]), self._arena, object_id)
+        finally:
+            self._end_call()
 
     def put(self, bytes object_id, data):
         """Creates, fills (copying without the GIL) and seals an object.
@@ -227,16 +325,19 @@ cdef class Arena:
         cdef uint64_t offset = 0
         cdef uint8_t* destination
         cdef Status status
-        self._check_open()
         PyObject_GetBuffer(data, &view, PyBUF_ANY_CONTIGUOUS)
         try:
-            check_status(self._arena.CreateObject(key[0], view.len, &offset), self._arena,
-                         object_id, view.len)
-            destination = self._arena.base() + offset
-            with nogil:
-                memcpy(destination, view.buf, view.len)
-                status = self._arena.Seal(key[0])
-            check_status(status, self._arena, object_id)
+            self._begin_call()
+            try:
+                check_status(self._arena.CreateObject(key[0], view.len, &offset), self._arena,
+                             object_id, view.len)
+                destination = self._arena.base() + offset
+                with nogil:
+                    memcpy(destination, view.buf, view.len)
+                    status = self._arena.Seal(key[0])
+                check_status(status, self._arena, object_id)
+            finally:
+                self._end_call()
         finally:
             PyBuffer_Release(&view)
 
@@ -245,28 +346,37 @@ cdef class Arena:
 
         Returns None if the object is absent, unsealed or being deleted.
         """
+        global _buffers_pinned
         cdef const ObjectId* key = as_key(object_id)
         cdef uint64_t offset = 0, size = 0
-        self._check_open()
+        cdef Status status
         cdef ObjectBuffer buffer = ObjectBuffer.__new__(ObjectBuffer)
-        cdef Status status = self._arena.Get(key[0], &offset, &size)
-        if status == kObjectNotFound or status == kObjectNotSealed:
-            return None
-        check_status(status, self._arena, object_id)
-        buffer._arena = self
-        buffer.object_id = object_id
-        buffer._data = self._arena.base() + offset
-        buffer._size = size
-        buffer._pinned = True
-        self._exports += 1
-        return buffer
+        self._begin_call()
+        try:
+            status = self._arena.Get(key[0], &offset, &size)
+            if status == kObjectNotFound or status == kObjectNotSealed:
+                return None
+            check_status(status, self._arena, object_id)
+            buffer._arena = self
+            buffer.object_id = object_id
+            buffer._data = self._arena.base() + offset
+            buffer._size = size
+            buffer._pinned = True
+            self._exports += 1
+            _buffers_pinned += 1
+            return buffer
+        finally:
+            self._end_call()
 
     def contains(self, bytes object_id):
         """True if the object is present and sealed (and not being deleted)."""
         cdef const ObjectId* key = as_key(object_id)
         cdef cbool present = False
-        self._check_open()
-        check_status(self._arena.Contains(key[0], &present), self._arena, object_id)
+        self._begin_call()
+        try:
+            check_status(self._arena.Contains(key[0], &present), self._arena, object_id)
+        finally:
+            self._end_call()
         return present
 
     def __contains__(self, object_id):
@@ -281,11 +391,15 @@ cdef class Arena:
         """
         cdef const ObjectId* key = as_key(object_id)
         cdef cbool deferred = False
-        self._check_open()
-        cdef Status status = self._arena.Delete(key[0], &deferred)
-        if status == kObjectNotFound:
-            return False
-        check_status(status, self._arena, object_id)
+        cdef Status status
+        self._begin_call()
+        try:
+            status = self._arena.Delete(key[0], &deferred)
+            if status == kObjectNotFound:
+                return False
+            check_status(status, self._arena, object_id)
+        finally:
+            self._end_call()
         return True
 
     def lru_candidates(self, nbytes):
@@ -293,10 +407,14 @@ cdef class Arena:
         up to at least `nbytes` (fewer if there are not enough)."""
         cdef vector[ObjectId] ids
         cdef uint64_t wanted = nbytes
-        self._check_open()
-        with nogil:
-            status = self._arena.LruCandidates(wanted, &ids)
-        check_status(status, self._arena)
+        cdef Status status
+        self._begin_call()
+        try:
+            with nogil:
+                status = self._arena.LruCandidates(wanted, &ids)
+            check_status(status, self._arena)
+        finally:
+            self._end_call()
         return [PyBytes_FromStringAndSize(<const char*>ids[i].bytes, OBJECT_ID_SIZE)
                 for i in range(ids.size())]
 
@@ -306,10 +424,13 @@ cdef class Arena:
         number of pins dropped. Never pass the pid of a live process."""
         cdef uint64_t pins = 0, aborted = 0
         cdef Status status
-        self._check_open()
-        with nogil:
-            status = self._arena.ReleasePinsOf(pid, &pins, &aborted)
-        check_status(status, self._arena)
+        self._begin_call()
+        try:
+            with nogil:
+                status = self._arena.ReleasePinsOf(pid, &pins, &aborted)
+            check_status(status, self._arena)
+        finally:
+            self._end_call()
         return pins
 
     def prefault(self, offset=0, length=-1):
@@ -322,15 +443,22 @@ cdef class Arena:
         self._check_open()
         if length == 0:
             return
-        with nogil:
-            status = self._arena.Prefault(start, count)
-        check_status(status, self._arena, None, 0, None, f"prefault({offset}, {length})")
+        self._begin_call()
+        try:
+            with nogil:
+                status = self._arena.Prefault(start, count)
+            check_status(status, self._arena, None, 0, None, f"prefault({offset}, {length})")
+        finally:
+            self._end_call()
 
     def stats(self):
         """Capacity and accounting of the arena (a snapshot, as a dict)."""
         cdef ArenaStats stats
-        self._check_open()
-        check_status(self._arena.Stats(&stats), self._arena)
+        self._begin_call()
+        try:
+            check_status(self._arena.Stats(&stats), self._arena)
+        finally:
+            self._end_call()
         return {
             "capacity": stats.capacity,
             "heap_size": stats.heap_size,
@@ -358,25 +486,30 @@ cdef class Arena:
         """Checks every invariant of the arena; raises ArenaError if one is broken."""
         cdef string error
         cdef Status status
-        self._check_open()
-        with nogil:
-            status = self._arena.Validate(&error)
-        check_status(status, self._arena, None, 0, self.path, error.decode(errors="replace"))
+        self._begin_call()
+        try:
+            with nogil:
+                status = self._arena.Validate(&error)
+            check_status(status, self._arena, None, 0, self.path, error.decode(errors="replace"))
+        finally:
+            self._end_call()
 
     def close(self):
         """Detaches (drops this process's pins and slot) and unmaps.
 
-        While ObjectBuffers or writable views are alive, the arena is only
-        marked closed (no new operations) and the real close happens when the
-        last of them goes. Idempotent.
+        While ObjectBuffers or writable views are alive (or calls of other
+        threads run), the arena is only marked closed (no new operations) and
+        the real close happens when the last of them goes. Idempotent.
         """
+        global _arenas_unmapped
         if self._arena == NULL:
             return
         self._closing = True
-        if self._exports == 0:
+        if self._exports == 0 and self._calls == 0:
             with nogil:
                 del self._arena
             self._arena = NULL
+            _arenas_unmapped += 1
 
     def unlink(self, bint missing_ok=False):
         """Removes the arena file (processes that map it keep their memory)."""
@@ -401,7 +534,7 @@ cdef class Arena:
     def _lock_and_hang(self, int notify_fd=-1):
         """Takes the arena lock, writes a byte to `notify_fd` and sleeps
         forever. For tests, in a child process that is then SIGKILLed."""
-        self._check_open()
+        self._begin_call()
         with nogil:
             self._arena.DebugLockAndHang(notify_fd)
 
@@ -428,11 +561,15 @@ cdef class ObjectBuffer:
     def __getbuffer__(self, Py_buffer* buffer, int flags):
         if not self._pinned:
             raise BufferError("the ObjectBuffer was released")
+        global _views_exported
         PyBuffer_FillInfo(buffer, self, self._data, self._size, 1, flags)
         self._views += 1
+        _views_exported += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
+        global _views_released
         self._views -= 1
+        _views_released += 1
 
     @property
     def size(self):
@@ -452,10 +589,12 @@ cdef class ObjectBuffer:
         self._unpin()
 
     cdef void _unpin(self) noexcept:
+        global _buffers_released
         cdef const ObjectId* key
         if not self._pinned:
             return
         self._pinned = False
+        _buffers_released += 1
         key = <const ObjectId*>PyBytes_AS_STRING(self.object_id)
         # kNotPinned for a buffer inherited across fork: not ours, nothing to do.
         self._arena._arena.Release(key[0])
@@ -477,10 +616,13 @@ cdef class _WritableBuffer:
     Keeps its Arena mapped while any view of it is alive."""
 
     def __getbuffer__(self, Py_buffer* buffer, int flags):
+        global _views_exported
         PyBuffer_FillInfo(buffer, self, self._data, self._size, 0, flags)
+        _views_exported += 1
 
     def __releasebuffer__(self, Py_buffer* buffer):
-        pass
+        global _views_released
+        _views_released += 1
 
     def __dealloc__(self):
         if self._arena is not None:

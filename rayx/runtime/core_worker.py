@@ -165,6 +165,7 @@ class CoreWorker:
             object_ref_module.set_escape_hook(None)
         self.refs.uninstall()
         self.conn.close()
+        self.arena.close()   # unmaps once no buffer of it is left (a remote class may keep self)
         self._closed = True
 
     # -------------------------------------------------------------- ids

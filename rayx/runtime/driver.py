@@ -15,6 +15,7 @@ import time
 
 from rayx import node as node_mod
 from rayx._core.ids import WorkerID
+from rayx._core.objectref import install_runtime
 from rayx.gcs import GcsClient, tables
 from rayx.runtime import context
 from rayx.runtime.core_worker import CoreWorker
@@ -29,6 +30,9 @@ def core_worker():
         with LOCK:
             core = context.core_worker() or connect()
     return core
+
+
+install_runtime(future_of=lambda ref: core_worker().future_of(ref))   # ObjectRef.future()
 
 
 def connect(address=None, *, num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,

@@ -40,6 +40,7 @@ import types
 import cloudpickle
 
 from rayx.exceptions import RayError, RayTaskError, UnserializableException
+from rayx._core.objectref import install_runtime
 
 KIND_VALUE = 0
 KIND_ERROR = 1
@@ -130,6 +131,9 @@ class SerializationContext:
 def current_context():
     """The SerializationContext of the value being pickled on this thread, or None."""
     return getattr(_context, "current", None)
+
+
+install_runtime(current_context=current_context)   # ObjectRef.__reduce__ records nested refs
 
 
 # ------------------------------------------------------------ code objects
