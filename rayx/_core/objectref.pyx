@@ -12,8 +12,8 @@ a few C operations per ref, no Python frames.
 
 RUNTIME HOOKS. Like the rest of rayx._core, this module imports nothing of
 rayx's Python runtime (which imports it): the runtime registers itself.
-``rayx.serialization`` installs ``current_context`` when it is imported (a
-pickled ref is recorded in the value being serialized), and ``rayx.api``
+``rayx.runtime.serialization`` installs ``current_context`` when it is imported (a
+pickled ref is recorded in the value being serialized), and ``rayx.runtime.driver``
 installs ``future_of`` when it is imported (what ``ref.future()`` and ``await
 ref`` use: the process's core worker, in a driver or a worker, connecting first
 as every API call does). Both go through ``install_runtime``.
