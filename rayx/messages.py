@@ -97,7 +97,8 @@ REGISTERED = _declare(50, "REGISTERED", "info", "raylet -> client",
 EXECUTE = _declare(51, "EXECUTE", "spec values gpu_ids", "raylet -> worker",
                    "run this TaskSpec; values {object_id: data | None} of its ref arguments")
 WAIT_REPLY = _declare(52, "WAIT_REPLY", "request_id ready", "raylet -> client",
-                      "ready: [(object_id, data | None, size)]")
+                      "ready: [(object_id, data | None, in_arena)]: inline bytes when asked for "
+                      "(with_data), in_arena when the reader maps it from the arena")
 REPLY = _declare(53, "REPLY", "request_id ok result", "raylet -> client", "the answer to a REQUEST")
 LOG = _declare(54, "LOG", "stream text", "raylet -> driver",
                "worker output (stream 1 or 2), already prefixed with the task name and pid")
