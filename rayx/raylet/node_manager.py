@@ -842,7 +842,7 @@ class Raylet:
 
     def object_arrived(self, object_id, data, size, nested, is_error):
         """A pull finished: the object is local now."""
-        self.objects.mark_ready(object_id, data, size, nested_refs, is_error)
+        self.objects.mark_ready(object_id, data, size, nested, is_error)
         self._record_object(object_id, size, copy=True)
 
     def release_owner_pins(self, object_ids):
