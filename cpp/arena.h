@@ -44,8 +44,8 @@
 // THREADS. One Arena object may be used by several threads of a process (the
 // mutex serialises them); the per-process fields are only touched under it.
 //
-// LOCK WAITS. Every operation but Prefault runs one short section under the
-// mutex, which it first tries to take without waiting. Only when another
+// LOCK WAITS. Every operation but Prefault runs its work in one section under
+// the mutex, which it first tries to take without waiting. Only when another
 // thread or process holds it does the operation call the process's
 // LockWaitHooks: begin_wait() before it blocks, and end_wait(token) when the
 // operation is over, after the mutex is released -- so a locked section never

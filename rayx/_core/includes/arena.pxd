@@ -5,19 +5,20 @@
 # rayx/exceptions.py. Everything here is declared nogil: none of it touches a
 # Python object.
 #
-# THE GIL. Every call but Prefault takes the arena's cross-process mutex for a
-# short section. store.pyx makes the short calls (CreateObject, Seal, Abort,
-# Get, Release, Delete, Contains, Stats, and the destructor when a closed
-# arena's last buffer goes) with the GIL held: uncontended, they never release
-# it (a release costs more than the section, and in a process whose other
-# threads are busy, getting the GIL back can take a whole switch interval).
+# THE GIL. Every call but base, capacity, Prefault, Unlink and
+# DebugCrashAfterWrites takes the arena's cross-process mutex. store.pyx makes
+# the short ones (CreateObject, Seal, Abort, Get, Release, Delete, Contains,
+# Stats, and the destructor when a closed arena's last buffer goes) with the
+# GIL held: uncontended, they never release it (releasing it for a few hundred
+# nanoseconds buys nothing, and in a process whose other threads are busy,
+# getting it back can take a whole switch interval).
 # When the mutex is held by another thread or process, the call waits, and for
 # that wait only -- from just before it blocks until the operation is over and
 # the mutex released -- the LockWaitHooks store.pyx installs release the GIL
 # (SetLockWaitHooks; see "LOCK WAITS" in cpp/arena.h). The calls that run long
 # whatever the lock (Create, Attach, LruCandidates, ReleasePinsOf, Prefault,
-# Validate, DebugLockAndHang, the destructor in close()) and put()'s copy and
-# Seal are made inside `with nogil`.
+# Validate, DebugLockAndHang, the destructor in close() and when an Arena is
+# deallocated) and put()'s copy and Seal are made inside `with nogil`.
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libcpp cimport bool as cbool
