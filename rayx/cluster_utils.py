@@ -39,8 +39,10 @@ class Cluster:
             node.start()
             self.head_node = node
         else:
-            ip = f"127.0.0.{self._next_ip}"
-            self._next_ip += 1
+            ip = kwargs.pop("node_ip_address", None)
+            if ip is None:
+                ip = f"127.0.0.{self._next_ip}"
+                self._next_ip += 1
             node = Node(head=False, gcs_address=self.address, password=self.password,
                         session_dir=self.head_node.session_dir, num_cpus=num_cpus, num_gpus=num_gpus,
                         resources=resources, object_store_memory=object_store_memory,
@@ -51,8 +53,13 @@ class Cluster:
             self._wait_for(lambda nodes: node.node_id in nodes)
         return node
 
-    def remove_node(self, node, wait=True):
-        node.stop()
+    def remove_node(self, node, allow_graceful=True, wait=True):
+        """Stop a node; with ``allow_graceful=False`` SIGKILL its raylet (a crash: the
+        head's monitor finds it dead). ``wait``: until the GCS says it is dead."""
+        if allow_graceful:
+            node.stop()
+        else:
+            node.kill()
         if node is self.head_node:
             self.head_node = None
             return

@@ -88,6 +88,15 @@ class OwnerDiedError(ObjectLostError):
     """The process that owned the object died."""
 
 
+class ObjectReconstructionFailedError(ObjectLostError):
+    """An object's every copy is gone and its lineage cannot rebuild it (made by an
+    actor call, or its lineage is not in the GCS)."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFailedError):
+    """An object's every copy is gone and its task's retries are used up."""
+
+
 class RayActorError(RayError):
     """An actor could not run the call: it died, or was never created."""
 

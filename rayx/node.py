@@ -111,12 +111,18 @@ class Node:
 
     def __init__(self, *, head=True, gcs_address=None, password=None, session_dir=None,
                  num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
-                 node_ip_address="127.0.0.1", port=0, detached=False, num_data_shards=2):
+                 node_ip_address="127.0.0.1", port=0, detached=False, num_data_shards=2, node_timeout_s=None):
         self.head = head
         self.detached = detached
         self.node_ip_address = node_ip_address
         self.port = port
         self.num_data_shards = num_data_shards
+        # Heartbeats silent this long mark a node dead (the head's monitor reads it).
+        if node_timeout_s is None and os.environ.get("RAYX_NODE_TIMEOUT_S"):
+            node_timeout_s = float(os.environ["RAYX_NODE_TIMEOUT_S"])
+        if node_timeout_s is not None and not node_timeout_s > 0:
+            raise ValueError(f"node_timeout_s must be a positive number of seconds, got {node_timeout_s!r}")
+        self.node_timeout_s = node_timeout_s
         self.password = password or secrets.token_hex(16)
         self.gcs_address = gcs_address
         self.num_cpus = default_num_cpus() if num_cpus is None else num_cpus
@@ -174,6 +180,7 @@ class Node:
             "node_ip_address": self.node_ip_address,
             "is_head": self.head,
             "die_with_parent": not self.detached,
+            "node_timeout_s": self.node_timeout_s,
         }
         log = open(os.path.join(self.session_dir, "logs", "raylet.err"), "ab")
         self.raylet = subprocess.Popen(
@@ -218,6 +225,20 @@ class Node:
             sessions.release(self._session_lock)
             self._session_lock = None
             sessions.prune(ROOT_DIR)
+
+    def kill(self):
+        """SIGKILL the raylet, as a crash would (its workers die with it); then remove
+        the files it would have removed. Only for a node without GCS shards."""
+        if self.shards:
+            raise ValueError("kill() is for nodes without GCS shards (not the head)")
+        if self.raylet is not None:
+            self.raylet.kill()
+            self.raylet.wait()
+            self.raylet = None
+        for path in (self.arena_path, self.socket_path):
+            if os.path.exists(path):
+                os.unlink(path)
+        self.stop()
 
     def record(self):
         """What ``rayx stop``/``status`` and ``init(address="auto")`` need to find this node."""

@@ -70,9 +70,10 @@ def test_each_table_round_trips_its_value(client):
         assert table.get_many(client, [b"absent", key]) == [None, value], table
 
     spec = task_spec(task_id)
-    tables.TASKS.put(client, task_id, spec)
-    assert tables.TASKS.get(client, task_id).encode() == spec.encode()
-    assert [s.encode() for s in tables.TASKS.scan(client).values()] == [spec.encode()]
+    tables.TASKS.put(client, task_id, tables.Lineage(NODE_A, spec))
+    lineage = tables.TASKS.get(client, task_id)
+    assert (lineage.node_id, lineage.spec.encode()) == (NODE_A, spec.encode())
+    assert [row.spec.encode() for row in tables.TASKS.scan(client).values()] == [spec.encode()]
 
     tables.OBJECTS.put(client, object_id, tables.ObjectLocation(NODE_A, 1234))
     location = tables.OBJECTS.get(client, object_id)
@@ -126,7 +127,7 @@ GARBAGE = {
     tables.JOBS: b"",
     tables.NAMED_ACTORS: codec.dumps(["valid codec", "not a record"]),
     tables.ACTORS: codec.dumps("valid codec") + b"\x00 trailing",
-    tables.TASKS: codec.dumps([1, 2]),              # valid codec, not a TaskSpec
+    tables.TASKS: NODE_A + codec.dumps([1, 2]),     # a node id, then valid codec that is no TaskSpec
     tables.OBJECTS: b"too short",
     tables.TASK_EVENTS: b"\x07",                   # truncated
 }
@@ -134,7 +135,7 @@ GARBAGE = {
 
 @pytest.mark.parametrize("table", list(GARBAGE), ids=lambda t: t.name)
 def test_a_row_that_does_not_decode_reads_as_absent(client, table):
-    good = {"fine": True} if table is not tables.TASKS else task_spec(b"t" * 16)
+    good = {"fine": True} if table is not tables.TASKS else tables.Lineage(NODE_A, task_spec(b"t" * 16))
     if table is tables.OBJECTS:
         good = tables.ObjectLocation(NODE_A, 7)
     table.put(client, b"good", good)
@@ -159,7 +160,7 @@ def test_listings_leave_bad_rows_out(client):
     tables.NODES.put(client, NODE_A, node_record(NODE_A, is_head=True))
     tables.ACTORS.put(client, actor_id, {"actor_id": actor_id, "class_name": "Keeper",
                                          "state": tables.ACTOR_ALIVE, "pid": 7})
-    tables.TASKS.put(client, task_id, task_spec(task_id, "mod.make"))
+    tables.TASKS.put(client, task_id, tables.Lineage(NODE_A, task_spec(task_id, "mod.make")))
     tables.OBJECTS.put(client, object_id, tables.ObjectLocation(NODE_A, 100))
     tables.OBJECT_COPIES.add(client, object_id, NODE_B, 100)
     tables.TASK_EVENTS.put(client, b"w" * 24, events_row(task_id, "mod.make"))

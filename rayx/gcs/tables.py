@@ -30,17 +30,24 @@ Tables (key -> value):
                  (ACTOR_* below), name, namespace, pid, node_id, restarts, ...
   functions      function id (sha1 of the pickle) -> the cloudpickled function
                  or class (bytes, unpickled only by workers of the cluster)
-  tasks          task id -> the TaskSpec (lineage)
-  objects        object id -> ObjectLocation of its primary copy
+  tasks          task id -> Lineage: the TaskSpec and the node that recorded
+                 it (the submitting node, which answers for the task until it
+                 finishes; a reconstruction records itself anew)
+  objects        object id -> ObjectLocation of its primary copy (where it was
+                 made; kept when that node dies, so readers know it is lost)
   object_copies  object id -> hash {node id: size as decimal bytes}: extra
                  copies pulled to other nodes
+  reconstructions  task id + id of the node whose loss it answers -> {"node_id":
+                 the node re-executing the task, "time"}: one claim per lost
+                 copy, so that many getters cause one re-execution
   task_events    worker id + batch number (8 bytes, big-endian) -> {"common":
                  {...}, "events": [...]}, one row per flush of a worker's
                  events (``rayx.runtime.task_events`` reads the events)
 
 Counters and channels (primary shard): JOB_COUNTER numbers jobs;
 ACTOR_STATE_CHANNEL carries actor records as they change; JOB_FINISHED_CHANNEL
-the job id of a driver that ended.
+the job id of a driver that ended; NODE_DEAD_CHANNEL the id of a node the
+monitor (``rayx.monitor``) declared dead.
 """
 from rayx._core import codec
 
@@ -55,6 +62,7 @@ ACTOR_DEAD = "DEAD"
 JOB_COUNTER = "job"
 ACTOR_STATE_CHANNEL = "actor_state"
 JOB_FINISHED_CHANNEL = "job_finished"
+NODE_DEAD_CHANNEL = "node_dead"
 
 NODE_ID_BYTES = 16
 # A node ALIVE in its record but silent for this long is shown DEAD by the
@@ -134,6 +142,26 @@ class ObjectLocation:
         return cls(raw[:NODE_ID_BYTES], int(raw[NODE_ID_BYTES:] or 0))
 
 
+class Lineage:
+    """A ``tasks`` row: the task's spec and the node that recorded it."""
+
+    __slots__ = ("node_id", "spec")
+
+    def __init__(self, node_id, spec):
+        self.node_id = bytes(node_id)
+        self.spec = spec
+
+    def encode(self):
+        return self.node_id + self.spec.encode()
+
+    @classmethod
+    def decode(cls, blob):
+        raw = bytes(blob)
+        if len(raw) <= NODE_ID_BYTES:
+            raise ValueError("a lineage row is a node id and a task spec")
+        return cls(raw[:NODE_ID_BYTES], codec.TaskSpec.decode(raw[NODE_ID_BYTES:]))
+
+
 class CopiesTable:
     """``object_copies``: per object, a hash of the extra nodes holding a copy."""
 
@@ -145,6 +173,9 @@ class CopiesTable:
 
     def add(self, gcs_or_writer, object_id, node_id, size):
         gcs_or_writer.hset(self.name, object_id, node_id, str(size))
+
+    def remove(self, gcs, object_id, node_id):
+        gcs.hdel(self.name, object_id, node_id)
 
     def get(self, gcs, object_id):
         """{node id: size} of the copies of ``object_id``."""
@@ -190,12 +221,14 @@ JOBS = Table("jobs", codec.dumps, _record, cluster=True)
 NAMED_ACTORS = Table("named_actors", codec.dumps, _record, cluster=True)
 ACTORS = Table("actors", codec.dumps, _record)
 FUNCTIONS = Table("functions", _identity, _bytes)
-TASKS = Table("tasks", codec.TaskSpec.encode, codec.TaskSpec.decode)
+TASKS = Table("tasks", Lineage.encode, Lineage.decode)
 OBJECTS = Table("objects", ObjectLocation.encode, ObjectLocation.decode)
 OBJECT_COPIES = CopiesTable("object_copies")
+RECONSTRUCTIONS = Table("reconstructions", codec.dumps, _record)
 TASK_EVENTS = Table("task_events", codec.dumps, _record)
 
-TABLES = (NODES, JOBS, NAMED_ACTORS, ACTORS, FUNCTIONS, TASKS, OBJECTS, OBJECT_COPIES, TASK_EVENTS)
+TABLES = (NODES, JOBS, NAMED_ACTORS, ACTORS, FUNCTIONS, TASKS, OBJECTS, OBJECT_COPIES, RECONSTRUCTIONS,
+          TASK_EVENTS)
 # The names of the tables on the primary shard (GcsClient places rows by it).
 CLUSTER_TABLES = frozenset(table.name for table in TABLES if table.cluster)
 
@@ -219,6 +252,19 @@ def is_responsive(node, now):
 def alive_nodes(gcs):
     """The records of the nodes alive, by node id."""
     return {node_id: node for node_id, node in NODES.scan(gcs).items() if is_alive(node)}
+
+
+def forget_node_copies(gcs, node_id):
+    """Delete the copies ``node_id`` (a dead node) held from ``object_copies``;
+    returns how many. Its ``objects`` rows stay: they say where an object was made,
+    which is how a reader knows it is lost (and names the node in the error)."""
+    node_id = bytes(node_id)
+    removed = 0
+    for object_id, copies in OBJECT_COPIES.scan(gcs).items():
+        if node_id in copies:
+            OBJECT_COPIES.remove(gcs, object_id, node_id)
+            removed += 1
+    return removed
 
 
 def object_locations(gcs, object_id):

@@ -45,17 +45,23 @@ logger = logging.getLogger("rayx.raylet")
 
 
 class CallerQueue:
-    """One caller's calls to one actor, released in sequence-number order."""
+    """One caller's calls to one actor, released in sequence-number order.
+
+    An incarnation restarted on another node (its node died) cannot know which
+    calls the dead one ran: there ``next_seq`` starts unknown, and the first call
+    that arrives sets it (a caller's raylet sends its calls in order)."""
 
     __slots__ = ("next_seq", "heap", "tasks")
 
-    def __init__(self):
-        self.next_seq = 1
+    def __init__(self, next_seq=1):
+        self.next_seq = next_seq
         self.heap = []
         self.tasks = {}
 
     def add(self, task):
         seq = task.spec.sequence_number
+        if self.next_seq is None:
+            self.next_seq = seq
         self.tasks[seq] = task
         heapq.heappush(self.heap, seq)
 
@@ -100,7 +106,7 @@ class ActorState:
         self.creation = creation_task
         self.state = PENDING
         self.worker = None
-        self.restarts = 0
+        self.restarts = spec.attempt   # a restart elsewhere (its node died) counts too
         self.callers = {}
         self.inflight = {}
         self.lifetime_request = fixed_request(spec.extra.get("lifetime_resources", {}))
@@ -115,9 +121,19 @@ class ActorState:
     def spec(self):
         return self.creation.spec
 
+    def new_caller(self):
+        """The queue of a caller first heard from now: numbered from 1, unless this
+        incarnation took over from one on a dead node (``restarts`` > 0 at creation)."""
+        return CallerQueue(None if self.spec.attempt > 0 else 1)
+
     def restarts_left(self):
         limit = self.spec.max_restarts
         return not self.no_restart and (limit < 0 or self.restarts < limit)
+
+
+def actor_died(class_name, reason, task):
+    """The ActorDiedError a call to a dead actor fails with."""
+    return ActorDiedError(f"The actor {class_name} is dead: {reason}.", actor_id=task.spec.actor_id.hex())
 
 
 # How long a call to an actor this raylet has not heard of waits for the
@@ -220,7 +236,7 @@ class ActorManager:
             return
         caller = actor.callers.get(spec.caller_id)
         if caller is None:
-            caller = actor.callers[spec.caller_id] = CallerQueue()
+            caller = actor.callers[spec.caller_id] = actor.new_caller()
         caller.add(task)
         task.on_ready = lambda _task, actor=actor, caller=caller: self._pump(actor, caller)
         self._dependencies.track(task)
@@ -307,7 +323,7 @@ class ActorManager:
         task.state = t.READY
         caller = actor.callers.get(task.spec.caller_id)
         if caller is None:
-            caller = actor.callers[task.spec.caller_id] = CallerQueue()
+            caller = actor.callers[task.spec.caller_id] = actor.new_caller()
         caller.add(task)
         self._pump(actor, caller)
 
@@ -471,10 +487,12 @@ class ActorManager:
             data = actor.death_data
         else:
             name = actor.spec.actor_class_name() if actor is not None else "unknown"
-            error = ActorDiedError(f"The actor {name} is dead: {reason}.",
-                                   actor_id=task.spec.actor_id.hex())
-            data = serialization.serialize_error(error).to_bytes()
+            data = serialization.serialize_error(actor_died(name, reason, task)).to_bytes()
         self._results.fail_with(task, data)
+
+    def reject_dead(self, task, class_name, reason):
+        """Fail a call (its inputs held) to an actor of another node that is dead."""
+        self._results.fail(task, actor_died(class_name, reason, task))
 
     # ----------------------------------------------------------------- gcs
 
@@ -497,6 +515,7 @@ class ActorManager:
             "methods": spec.extra.get("methods", {}),
             "max_task_retries": spec.max_task_retries,
             "death_reason": actor.death_reason,
+            "creation_task_id": spec.task_id,
         }
         if sync and self._gcs is not None:
             try:

@@ -40,11 +40,11 @@ class TaskResults:
         objects = self._objects
         owner = task.owner_node
         for object_id, data, size, nested, is_error in results:
-            if owner is not None:
+            if owner is not None and not self._peers.is_dead(owner):
                 # Keep our copy (and what it refers to) until the owner frees it.
-                objects.incref(object_id)
+                objects.keep_for(owner, object_id)
                 for inner in nested:
-                    objects.incref(inner)
+                    objects.keep_for(owner, inner)
                 self._peers.object_ready(owner, rayx_pb2.ReadyObject(
                     object_id=object_id, inline=data is not None, data=data or b"", size=size,
                     is_error=is_error, nested_refs=list(nested)))

@@ -12,12 +12,13 @@ this node forwarded (its results are pushed back here), is never pulled.
 
 
 class Dependencies:
-    def __init__(self, objects, spiller, tasks, pull, has_peers):
+    def __init__(self, objects, spiller, tasks, pull, has_peers, peers_died):
         self._objects = objects
         self._spiller = spiller
         self._tasks = tasks
         self._pull = pull                # ObjectManager.want: pull an object here
         self._has_peers = has_peers
+        self._peers_died = peers_died    # whether any other node ever died
         self._is_forwarded = None
 
     def connect(self, is_forwarded):
@@ -58,13 +59,14 @@ class Dependencies:
             objects.remove_waiter(object_id, task)
 
     def want_object(self, entry):
-        """Someone here waits for a non-local object: pull it unless it is being made here."""
+        """Someone here waits for a non-local object: pull it unless it is being made
+        here (the pull also finds out when an object is lost, with or without peers)."""
         task_id = entry.object_id[:16]
         if entry.remote_locations:
             self._pull(entry.object_id)
         elif task_id in self._tasks or self._is_forwarded(task_id):
             return                      # made here, or pushed here by the node running it
-        elif self._has_peers():
+        elif self._has_peers() or self._peers_died():
             self._pull(entry.object_id)
 
     def error_results(self, task):

@@ -15,11 +15,15 @@ the last driver of a job leaves, the job's non-detached actors die, here and,
 through the GCS ``job_finished`` channel, on every other node. Either way the
 arena drops the pins the process still held.
 
-Node death (the monitor marks a node DEAD in the GCS ``nodes`` table) belongs
-here as well: resubmitting the tasks this node forwarded to the dead node,
-restarting the actors it hosted, and rebuilding from lineage the objects that
-existed only there. None of it is handled yet; ``Peers.update`` is where this
-node first sees a node leave.
+Another node dies (the monitor, ``rayx.monitor``, marks it DEAD in the GCS
+``nodes`` table; ``Peers.update`` sees it leave): the tasks this node
+forwarded there and that had not finished run again elsewhere while their
+retries allow (``max_retries``; an actor call's ``max_task_retries``, and it
+goes to the actor's next incarnation, which the monitor starts), else fail
+with ``NodeDiedError`` (``ActorDiedError`` for a call) naming the node; the
+copies this node kept for the dead node (it owned them) are dropped; its
+copies are forgotten. Objects that existed only there are rebuilt from
+lineage when someone here needs them (``rayx.raylet.reconstruction``).
 
 While the node stops (its worker pool is closed) deaths are expected and
 nothing is retried, failed or restarted.
@@ -27,7 +31,8 @@ nothing is retried, failed or restarted.
 import logging
 
 from rayx._core import codec
-from rayx.exceptions import TaskCancelledError, WorkerCrashedError
+from rayx.exceptions import NodeDiedError, TaskCancelledError, WorkerCrashedError
+from rayx.raylet.actors import actor_died
 from rayx.gcs import tables
 from rayx.raylet import tasks as t
 from rayx.raylet import worker_pool as wp
@@ -39,7 +44,7 @@ ACTOR_CREATION_TASK = codec.ACTOR_CREATION_TASK
 
 class Failures:
     def __init__(self, node_id, tasks, pool, resources, dispatcher, leases, actors, results, drivers,
-                 arena, gcs_writer):
+                 arena, gcs_writer, router, objects, peers):
         self._node_id = node_id
         self._tasks = tasks
         self._pool = pool
@@ -51,6 +56,9 @@ class Failures:
         self._drivers = drivers
         self._arena = arena
         self._gcs_writer = gcs_writer
+        self._router = router
+        self._objects = objects
+        self._peers = peers
 
     # ------------------------------------------------------------- workers
 
@@ -89,6 +97,30 @@ class Failures:
         """rayx.kill just killed the actor's worker: handle its death now rather than
         when its socket closes, so that no later call goes to the dead process."""
         self.worker_gone(worker, "was killed")
+
+    # --------------------------------------------------------------- nodes
+
+    def node_died(self, node_id):
+        """Another node is dead (see the module's note)."""
+        where = self._peers.describe(node_id)
+        lost = self._router.lost_to(node_id)
+        if lost:
+            logger.warning("%s died with %d task(s) this node sent it; running them again where "
+                           "their retries allow", where, len(lost))
+        for task in lost:
+            spec = task.spec
+            if spec.take_retry():
+                self._router.resubmit(task)
+            elif spec.task_type == codec.ACTOR_TASK:
+                self._results.fail(task, actor_died(spec.actor_class_name(), (
+                    f"its {where} while the call {spec.function_name} ran, and max_task_retries "
+                    f"does not allow running it again"), task))
+            else:
+                self._results.fail(task, NodeDiedError(
+                    f"The task {spec.function_name} (task {spec.task_id.hex()[:16]}) was running on "
+                    f"{where}; it ran {spec.attempt + 1} time(s) and no retries are left "
+                    f"(max_retries={spec.max_retries})."))
+        self._objects.node_died(node_id)
 
     # ------------------------------------------------------------- clients
 

@@ -35,7 +35,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
 class NodeService(rayx_pb2_grpc.NodeServiceServicer):
     """What other nodes ask of this one; each call goes to the part that does it."""
 
-    def __init__(self, accept_forwarded, serve_pull, results_pushed, release_owner_pins, kill_actor):
+    def __init__(self, node_id, stopped, accept_forwarded, serve_pull, results_pushed, release_owner_pins,
+                 kill_actor):
+        self._node_id = node_id
+        self._stopped = stopped                          # an asyncio.Event set when the node stops
         self._accept_forwarded = accept_forwarded        # LocalScheduler.accept_forwarded
         self._serve_pull = serve_pull                    # ObjectManager.serve_pull
         self._results_pushed = results_pushed            # Router.results_pushed
@@ -57,8 +60,12 @@ class NodeService(rayx_pb2_grpc.NodeServiceServicer):
         return rayx_pb2.Ack(ok=True)
 
     async def FreeObjects(self, request, context):
-        self._release_owner_pins([bytes(oid) for oid in request.object_ids])
+        self._release_owner_pins(bytes(request.from_node_id), [bytes(oid) for oid in request.object_ids])
         return rayx_pb2.Ack(ok=True)
+
+    async def Watch(self, request, context):
+        yield rayx_pb2.WatchReply(node_id=self._node_id)
+        await self._stopped.wait()
 
     async def KillActor(self, request, context):
         try:

@@ -24,9 +24,10 @@ ACTOR_CREATION_TASK = codec.ACTOR_CREATION_TASK
 
 
 class LocalScheduler:
-    def __init__(self, loop, tasks, ready, resources, dependencies, schedule_dispatch, actors, results,
+    def __init__(self, loop, node_id, tasks, ready, resources, dependencies, schedule_dispatch, actors, results,
                  peers, drivers, gcs_writer):
         self._loop = loop
+        self._node_id = node_id
         self._tasks = tasks
         self._ready = ready
         self._resources = resources
@@ -54,7 +55,7 @@ class LocalScheduler:
         task = t.Task(spec, submitter, self._inputs_ready)
         task.owner_node = owner_node
         if self._gcs_writer is not None and spec.attempt == 0 and owner_node is None:
-            tables.TASKS.put(self._gcs_writer, spec.task_id, spec)
+            tables.TASKS.put(self._gcs_writer, spec.task_id, tables.Lineage(self._node_id, spec))
         if owner_node is None and hold_inputs and self._route(task):
             return
         self.submit_here(task, inputs_held=not hold_inputs)

@@ -51,7 +51,7 @@ def main():
         raylet = Raylet(loop, node_id=node_id, session_dir=config["session_dir"], socket_path=socket_path,
                         arena=arena, gcs=gcs, resources=config["resources"],
                         min_workers=int(config["num_workers"]), node_info=_node_info(config, socket_path),
-                        token=config["password"])
+                        token=config["password"], **_monitor_config(config))
 
         async def run():
             await raylet.start()
@@ -80,6 +80,12 @@ def _exit_after(seconds):
     timer = threading.Timer(seconds, os._exit, args=(1,))
     timer.daemon = True
     timer.start()
+
+
+def _monitor_config(config):
+    if config.get("node_timeout_s") is None:
+        return {}
+    return {"node_timeout_s": float(config["node_timeout_s"])}
 
 
 def _node_info(config, socket_path):

@@ -17,10 +17,14 @@ writer, never one round trip per task; other nodes talk to this one over gRPC
 (``grpc_server``, ``peers``).
 """
 import asyncio
+import logging
 import os
+import signal
 import time
 
 from rayx.gcs import tables
+from rayx.monitor.nodes import DEFAULT_TIMEOUT_S, NodeMonitor
+from rayx.monitor.recovery import Recovery
 from rayx.raylet.actors import ActorManager
 from rayx.raylet.clients import ClientHandlers, Drivers
 from rayx.raylet.completion import Completion, TaskResults
@@ -32,7 +36,8 @@ from rayx.raylet.leases import Leases
 from rayx.raylet.local_scheduler import LocalScheduler
 from rayx.raylet.object_manager import ObjectManager
 from rayx.raylet.objects import ObjectTable
-from rayx.raylet.peers import Peers
+from rayx.raylet.peers import CHANNEL_OPTIONS, Peers
+from rayx.raylet.reconstruction import Reconstruction
 from rayx.raylet.resources import NodeResources
 from rayx.raylet.router import Router
 from rayx.raylet.spill import Spiller
@@ -40,12 +45,14 @@ from rayx.raylet.tasks import ReadyQueues, TaskTable
 from rayx.raylet.waits import Waits
 from rayx.raylet.worker_pool import WorkerPool
 
+logger = logging.getLogger("rayx.raylet")
+
 HEARTBEAT_INTERVAL = 0.1
 
 
 class Raylet:
     def __init__(self, loop, *, node_id, session_dir, socket_path, arena, gcs, resources,
-                 min_workers, node_info, token=""):
+                 min_workers, node_info, token="", node_timeout_s=DEFAULT_TIMEOUT_S):
         self.loop = loop
         self.node_id = node_id
         self.session_dir = session_dir
@@ -59,11 +66,15 @@ class Raylet:
         self._grpc_server = None
         self._subscription = None
         self._stopping = False
+        self._stopped = asyncio.Event()
+        self._node_timeout_s = node_timeout_s
+        self.monitor = None            # the head's node monitor
+        self._recovery = None          # what the head does for the cluster when a node dies
 
         # The node's state, each piece with its one owner.
         self.resources = NodeResources(resources)
         self.pool = WorkerPool(loop, socket_path, session_dir, min_workers, self._worker_output)
-        self.peers = Peers(loop, node_id, token, gcs, self._nodes_changed)
+        self.peers = Peers(loop, node_id, token, gcs, self._nodes_changed, self._node_dead, self._declared_dead)
         self.objects = ObjectTable(arena, on_free=self._object_freed)
         self.spiller = Spiller(arena, self.objects, os.path.join(session_dir, "spill", node_id.hex()[:12]))
         self.tasks = TaskTable()
@@ -74,14 +85,14 @@ class Raylet:
         self.object_manager = ObjectManager(loop, node_id, arena, self.objects, self.peers, self.spiller,
                                             gcs, writer)
         self.dependencies = Dependencies(self.objects, self.spiller, self.tasks, self.object_manager.want,
-                                         self.peers.has_peers)
+                                         self.peers.has_peers, lambda: bool(self.peers.dead))
         self.results = TaskResults(node_id, self.tasks, self.objects, self.peers,
                                    self.dependencies.release_inputs, writer)
         self.actors = ActorManager(loop, node_id, gcs, writer, self.resources, self.dependencies,
                                    self.results)
         self.dispatcher = Dispatcher(loop, self.ready, self.resources, self.pool,
                                      self.dependencies.argument_values, self.actors.placed)
-        self.scheduler = LocalScheduler(loop, self.tasks, self.ready, self.resources, self.dependencies,
+        self.scheduler = LocalScheduler(loop, node_id, self.tasks, self.ready, self.resources, self.dependencies,
                                         self.dispatcher.schedule, self.actors, self.results, self.peers,
                                         self.drivers, writer)
         self.router = Router(loop, node_id, gcs, self.peers, self.objects, self.ready, self.resources,
@@ -93,7 +104,10 @@ class Raylet:
         self.completion = Completion(loop, self.dispatcher, self.results, self.actors, self.resources,
                                      self.pool)
         self.failures = Failures(node_id, self.tasks, self.pool, self.resources, self.dispatcher,
-                                 self.leases, self.actors, self.results, self.drivers, arena, writer)
+                                 self.leases, self.actors, self.results, self.drivers, arena, writer,
+                                 self.router, self.objects, self.peers)
+        self.reconstruction = Reconstruction(loop, node_id, gcs, self.peers, self.scheduler.submit) \
+            if gcs is not None else None
         self.clients = ClientHandlers(loop, self._welcome, self.objects, self.pool, self.drivers, self.peers,
                                       self.scheduler, self.results, self.waits, self.completion,
                                       self.dispatcher, self.leases, self.actors, self.router, self.spiller,
@@ -103,6 +117,7 @@ class Raylet:
         self.actors.connect(submit=self.scheduler.submit, cancel_queued=self.scheduler.cancel_queued,
                             worker_killed=self.failures.worker_killed)
         self.scheduler.connect(router=self.router)
+        self.object_manager.connect(reconstruction=self.reconstruction)
 
     # ------------------------------------------------------------------ life
 
@@ -110,7 +125,7 @@ class Raylet:
         self._server = await self.loop.create_unix_server(self.clients.connection, self.socket_path)
         os.chmod(self.socket_path, 0o600)
         self.pool.keep_minimum()
-        node_service = NodeService(self.scheduler.accept_forwarded, self.object_manager.serve_pull,
+        node_service = NodeService(self.node_id, self._stopped, self.scheduler.accept_forwarded, self.object_manager.serve_pull,
                                    self.router.results_pushed, self.object_manager.release_owner_pins,
                                    self.actors.kill)
         self._grpc_server, address = await start_server(
@@ -122,12 +137,21 @@ class Raylet:
             self._subscription = self.gcs.subscribe(
                 [tables.JOB_FINISHED_CHANNEL], lambda channel, data: self.loop.call_soon_threadsafe(
                     self.actors.job_finished, bytes(data)))
+            if self.node_info.get("is_head"):
+                self._recovery = Recovery(self.gcs, lambda spec: self.loop.call_soon_threadsafe(
+                    self.scheduler.submit, spec))
+                self.monitor = NodeMonitor(self.loop, self.node_id, self.gcs, self.peers.metadata,
+                                           CHANNEL_OPTIONS, self._node_timeout_s, on_dead=self._recover_node)
+                self.monitor.start()
         self.loop.create_task(self._heartbeat_loop())
 
     def stop(self):
         if self._stopping:
             return
         self._stopping = True
+        self._stopped.set()
+        if self.monitor is not None:
+            self.monitor.stop()
         if self._server is not None:
             self._server.close()
         self.pool.kill_all()
@@ -201,6 +225,24 @@ class Raylet:
         self.router.retry_unplaced()
         if self.peers.has_peers():
             self.scheduler.move_infeasible_to_router()
+
+    async def _recover_node(self, node_id, record):
+        """The monitor found ``node_id`` dead (and marked it so): this node's own side
+        first (what it sent there comes back, so that the actors restarted next are
+        not taken for lost with it), then the cluster's (``Recovery``)."""
+        await self.peers.refresh()
+        await self.loop.run_in_executor(None, self._recovery.node_died, node_id, record)
+
+    def _node_dead(self, node_id):
+        if not self._stopping:
+            self.failures.node_died(node_id)
+
+    def _declared_dead(self):
+        """The GCS says this node is dead (it was silent too long): stop, as a dead
+        node never comes back; its work is being redone elsewhere."""
+        if not self._stopping:
+            logger.error("the monitor declared this node dead; stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def _object_freed(self, entry):
         if entry.spilled:

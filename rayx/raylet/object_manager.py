@@ -6,7 +6,11 @@ A pull looks for copies of the object (nodes known to hold it, then the GCS
 exists somewhere), streams it from one of them in chunks straight into this
 node's arena (or, for small objects, into memory), seals it, and records the
 new copy in ``object_copies``. One pull per object at a time, however many
-tasks need it.
+tasks need it. When no node can send it (every source is dead or answers that
+it does not have it), the object may be lost: ``rayx.raylet.reconstruction``
+decides, and either the task that made it runs again (the pull goes on and
+finds the new copy) or the object becomes the error saying why it is gone.
+A pull never waits on a dead node.
 """
 import asyncio
 import logging
@@ -14,6 +18,7 @@ import logging
 import grpc
 
 from rayx.exceptions import ObjectExistsError, ObjectStoreFullError
+from rayx.runtime import serialization
 from rayx.gcs import tables
 from rayx.protos import rayx_pb2
 from rayx.raylet.objects import READY
@@ -22,6 +27,10 @@ logger = logging.getLogger("rayx.raylet")
 
 CHUNK_SIZE = 8 << 20
 PULL_TIMEOUT = 600.0
+# What a pull from one source came to.
+PULLED = "pulled"
+ABSENT = "absent"        # the source answered that it does not have the object
+FAILED = "failed"        # the transfer broke (the source, the network, or room here)
 
 
 class ObjectManager:
@@ -34,9 +43,14 @@ class ObjectManager:
         self.spiller = spiller
         self.gcs = gcs
         self.gcs_writer = gcs_writer
+        self.reconstruction = None  # Reconstruction (built after us; None without a GCS)
         self.active = {}          # object id -> asyncio task pulling it
         self.bytes_pulled = 0
         self.pulls = 0
+
+    def connect(self, reconstruction):
+        """The Reconstruction (it submits tasks, so it is built after us)."""
+        self.reconstruction = reconstruction
 
     def want(self, object_id):
         """Make sure the object becomes local (no-op if a pull is on its way)."""
@@ -44,12 +58,10 @@ class ObjectManager:
             return
         self.active[object_id] = self.loop.create_task(self._fetch(object_id))
 
-    def release_owner_pins(self, object_ids):
+    def release_owner_pins(self, owner, object_ids):
         """FreeObjects: the node that owns these objects freed them; drop the copies
         (and what they refer to) kept here for it."""
-        objects = self.objects
-        for object_id in object_ids:
-            objects.decref(object_id)
+        self.objects.release_for(owner, object_ids)
 
     async def _fetch(self, object_id):
         peers = self.peers
@@ -59,16 +71,32 @@ class ObjectManager:
                 entry = self.objects.get(object_id)
                 if entry is None or entry.state == READY:
                     return
-                sources = list(entry.remote_locations or ())
+                sources = [s for s in entry.remote_locations if not peers.is_dead(s)]
+                made_on = None
                 if not sources:
-                    sources = await self._gcs_locations(object_id)
+                    made_on, copies = await self._gcs_locations(object_id)
+                    sources = ([made_on] if made_on is not None else []) + list(copies)
                 sources = [s for s in sources if s != self.node_id]
-                if any(s not in peers.nodes for s in sources):
+                if any(s not in peers.nodes and not peers.is_dead(s) for s in sources):
                     await peers.refresh()     # a node that joined after our last look
-                sources = [s for s in sources if s in peers.nodes]
+                answers = set()
                 for source in sources:
-                    if await self._pull(source, object_id):
-                        return
+                    if source in peers.nodes:
+                        answer = await self._pull(source, object_id)
+                        if answer is PULLED:
+                            return
+                        if answer is ABSENT:
+                            entry.remote_locations.discard(source)   # a stale hint: ask the GCS next
+                        answers.add(answer)
+                if self.reconstruction is not None and FAILED not in answers and not entry.remote_locations:
+                    # Nobody could send it (and no pull merely failed): is it lost?
+                    if made_on is None:
+                        made_on = entry.lost_on or await self.reconstruction.dead_answering_node(object_id)
+                    if made_on is not None:
+                        error = await self.reconstruction.lost(object_id, made_on)
+                        if error is not None:
+                            self._fail(object_id, error)
+                            return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.2)
         except Exception:
@@ -76,17 +104,30 @@ class ObjectManager:
         finally:
             self.active.pop(object_id, None)
 
+    def _fail(self, object_id, error):
+        logger.warning("%s", error)
+        data = serialization.serialize_error(error).to_bytes()
+        self.objects.mark_ready(object_id, data, len(data), (), True)
+
     async def _gcs_locations(self, object_id):
+        """(node id its ``objects`` row names or None, {node id: size} of its copies)."""
+        gcs = self.gcs
+
+        def read():
+            return tables.OBJECTS.get(gcs, object_id), tables.OBJECT_COPIES.get(gcs, object_id)
+
         try:
-            locations = await self.loop.run_in_executor(None, tables.object_locations, self.gcs, object_id)
+            primary, copies = await self.loop.run_in_executor(None, read)
         except Exception:
-            return []
-        return list(locations)
+            logger.exception("reading the locations of %s", object_id.hex())
+            return None, {}
+        return (primary.node_id if primary is not None else None), copies
 
     async def _pull(self, source, object_id):
+        """PULLED, ABSENT (the source does not have it) or FAILED (the transfer broke)."""
         stub = self.peers.node_stub(source)
         if stub is None:
-            return False
+            return FAILED
         arena = self.arena
         view = None
         parts = []
@@ -99,7 +140,7 @@ class ObjectManager:
                 if header is None:
                     header = chunk
                     if not chunk.found:
-                        return False
+                        return ABSENT
                     if not chunk.inline:
                         try:
                             view = arena.create_object(object_id, chunk.total_size)
@@ -108,7 +149,7 @@ class ObjectManager:
                                 call.cancel()
                                 self._arrived(object_id, None, chunk.total_size,
                                               list(chunk.nested_refs), chunk.is_error)
-                                return True
+                                return PULLED
                             raise
                 data = chunk.data
                 if view is None:
@@ -117,13 +158,14 @@ class ObjectManager:
                     view[position:position + len(data)] = data
                     position += len(data)
         except (grpc.aio.AioRpcError, ObjectStoreFullError) as exc:
-            logger.warning("pulling %s from %s failed: %s", object_id.hex()[:16], source.hex()[:12], exc)
+            why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else exc
+            logger.warning("pulling %s from %s failed: %s", object_id.hex()[:16], source.hex()[:12], why)
             if view is not None:
                 del view
                 arena.abort(object_id)
-            return False
+            return FAILED
         if header is None:
-            return False
+            return FAILED
         if view is not None:
             del view
             arena.seal(object_id)
@@ -133,7 +175,7 @@ class ObjectManager:
         self.pulls += 1
         self.bytes_pulled += header.total_size
         self._arrived(object_id, data, header.total_size, list(header.nested_refs), header.is_error)
-        return True
+        return PULLED
 
     def _arrived(self, object_id, data, size, nested, is_error):
         """A pull finished: the object is local now, and this node holds a copy."""

@@ -8,6 +8,10 @@ ObjectRef to it (each at most once), every pending task that takes it as an
 argument, and every object that contains a ref to it. When the count falls to
 zero the object is freed: dropped from here and deleted from the arena (the
 arena defers the free while some process still has it pinned).
+
+Copies kept for another node (results of tasks it forwarded here, which it
+owns) count one reference per owner until that owner frees them, or dies
+(``keep_for`` / ``release_for`` / ``release_all_for``).
 """
 
 PENDING = 0
@@ -17,7 +21,7 @@ READY = 1
 class ObjectEntry:
     __slots__ = ("object_id", "state", "data", "size", "in_arena", "is_error",
                  "refcount", "waiters", "nested", "ever_referenced", "remote_locations", "owner_pins",
-                 "spilled")
+                 "spilled", "lost_on")
 
     def __init__(self, object_id):
         self.object_id = object_id
@@ -33,6 +37,7 @@ class ObjectEntry:
         self.remote_locations = set()   # other nodes known to hold a copy
         self.owner_pins = None          # nodes keeping their copy alive for us (we own it)
         self.spilled = None             # path of its file while spilled out of the arena
+        self.lost_on = None             # a dead node that was known to hold it (none here)
 
     def add_owner_pin(self, node_id):
         if self.owner_pins is None:
@@ -46,6 +51,7 @@ class ObjectTable:
         self.arena = arena
         self.entries = {}
         self._on_free = on_free
+        self._kept_for = {}        # owner node id -> {object id: references kept for it}
 
     def __len__(self):
         return len(self.entries)
@@ -116,6 +122,42 @@ class ObjectTable:
         entry.refcount -= 1
         if entry.refcount <= 0 and (entry.state == READY or entry.owner_pins):
             self._free(entry)
+
+    def keep_for(self, owner, object_id):
+        """Keep the object until ``owner`` frees it (or dies)."""
+        self.incref(object_id)
+        kept = self._kept_for.setdefault(owner, {})
+        kept[object_id] = kept.get(object_id, 0) + 1
+
+    def release_for(self, owner, object_ids):
+        """``owner`` freed these objects: drop the references kept for it."""
+        kept = self._kept_for.get(owner, {})
+        for object_id in object_ids:
+            count = kept.get(object_id, 0)
+            if count:
+                if count == 1:
+                    del kept[object_id]
+                else:
+                    kept[object_id] = count - 1
+                self.decref(object_id)
+
+    def release_all_for(self, owner):
+        """``owner`` died: drop every reference kept for it."""
+        for object_id, count in self._kept_for.pop(owner, {}).items():
+            for _ in range(count):
+                self.decref(object_id)
+
+    def node_died(self, node_id):
+        """``node_id`` is dead: nothing is kept for it any more, and no object is
+        there any more."""
+        self.release_all_for(node_id)
+        for entry in list(self.entries.values()):
+            if node_id in entry.remote_locations:
+                entry.remote_locations.discard(node_id)
+                if entry.state != READY:
+                    entry.lost_on = node_id
+            if entry.owner_pins:
+                entry.owner_pins.discard(node_id)
 
     def _free(self, entry):
         if entry.waiters and not all(getattr(w, "done", False) for w in entry.waiters):

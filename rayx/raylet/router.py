@@ -46,6 +46,7 @@ class Router:
         self._scheduler = scheduler
         self._pull = pull                   # ObjectManager.want: pull an object here
         self._forwarded = {}         # task id -> Task run by another node (or being placed)
+        self._sent_to = {}           # task id -> node id, of the forwarded tasks sent on
         self._actor_locations = {}   # actor id -> node id
         self._to_place = []
         self._actor_backlog = {}     # actor id -> [Task] waiting for the actor's location
@@ -161,6 +162,7 @@ class Router:
 
     def run_here(self, task):
         self._forwarded.pop(task.spec.task_id, None)
+        self._sent_to.pop(task.spec.task_id, None)
         self._warned.discard(task.spec.task_id)
         task.state = t.WAITING
         self._scheduler.submit_here(task, inputs_held=True)
@@ -171,14 +173,49 @@ class Router:
         if spec.task_type == codec.ACTOR_CREATION_TASK:
             self._actor_locations[spec.actor_id] = node_id
             self._flush_backlog(spec.actor_id)
-        self._peers.forward(node_id, spec.encode())
+        self._send(task, node_id)
+
+    def _send(self, task, node_id):
+        self._sent_to[task.spec.task_id] = node_id
+        self._peers.forward(node_id, task.spec.encode())
 
     def _forward_failed(self, node_id, specs):
         for blob in specs:
             spec = codec.loads(blob)
             task = self._forwarded.get(spec.task_id)
-            if task is not None and spec.task_type != codec.ACTOR_TASK:
+            if task is not None and spec.task_type != codec.ACTOR_TASK \
+                    and self._sent_to.get(spec.task_id) == node_id:
+                del self._sent_to[spec.task_id]
                 self.place(task)
+
+    def lost_to(self, node_id):
+        """``node_id`` died: forget where actors were there, and return the tasks we
+        forwarded to it that have not finished (they are no longer forwarded). Actor
+        creations among them are left to the monitor, which restarts the actor."""
+        for actor_id, where in list(self._actor_locations.items()):
+            if where == node_id:
+                del self._actor_locations[actor_id]
+        lost = []
+        for task_id, where in list(self._sent_to.items()):
+            if where != node_id:
+                continue
+            del self._sent_to[task_id]
+            task = self._forwarded.pop(task_id, None)
+            if task is None:
+                continue
+            if task.spec.task_type == codec.ACTOR_CREATION_TASK:
+                self._dependencies.release_inputs(task)
+            else:
+                lost.append(task)
+        return lost
+
+    def resubmit(self, task):
+        """Send a task lost with its node on again (its retry is taken)."""
+        self._forwarded[task.spec.task_id] = task
+        if task.spec.task_type == codec.ACTOR_TASK:
+            self._send_actor_call(task)
+        else:
+            self.place(task)
 
     def retry_unplaced(self):
         """Nodes joined or left: try again to place what fit nowhere."""
@@ -198,7 +235,7 @@ class Router:
         actor_id = task.spec.actor_id
         node_id = self._actor_locations.get(actor_id)
         if node_id is not None and actor_id not in self._actor_backlog:
-            self._peers.forward(node_id, task.spec.encode())
+            self._send(task, node_id)
             return
         backlog = self._actor_backlog.get(actor_id)
         if backlog is None:
@@ -210,30 +247,38 @@ class Router:
         loop = self._loop
         delay = 0.005
         deadline = loop.time() + timeout
+        death = None
         while actor_id not in self._actor_locations and loop.time() < deadline:
             if self._actors.hosts(actor_id):
                 break
             record = await loop.run_in_executor(None, tables.ACTORS.get, self._gcs, actor_id)
-            if record:
+            if record and record.get("state") == tables.ACTOR_DEAD:
+                death = record
+                break
+            if record and record.get("state") != tables.ACTOR_RESTARTING \
+                    and not self._peers.is_dead(record["node_id"]):
                 self._actor_locations[actor_id] = record["node_id"]
                 break
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)      # being created, or restarting after its node died
             delay = min(delay * 2, 0.2)
-        self._flush_backlog(actor_id)
+        self._flush_backlog(actor_id, death)
 
-    def _flush_backlog(self, actor_id):
+    def _flush_backlog(self, actor_id, death=None):
         backlog = self._actor_backlog.pop(actor_id, None)
         if not backlog:
             return
         node_id = self._actor_locations.get(actor_id)
         for task in backlog:
-            if node_id is None:
+            if death is not None:
+                self._forwarded.pop(task.spec.task_id, None)
+                self._actors.reject_dead(task, death.get("class_name", "?"), death.get("death_reason", ""))
+            elif node_id is None:
                 # Here after all, or nowhere (then the call fails with ActorDiedError).
                 self._forwarded.pop(task.spec.task_id, None)
                 self._dependencies.release_inputs(task)
                 self._actors.submit_call(task)
             else:
-                self._peers.forward(node_id, task.spec.encode())
+                self._send(task, node_id)
 
     def kill_actor(self, actor_id, no_restart):
         """rayx.kill, wherever the actor lives."""
@@ -248,9 +293,15 @@ class Router:
         stub = self._peers.node_stub(node_id)
         if stub is None:
             raise ValueError(f"the node of actor {actor_id.hex()} is not alive")
-        self._loop.create_task(stub.KillActor(
-            rayx_pb2.KillActorRequest(actor_id=actor_id, no_restart=no_restart),
-            metadata=self._peers.metadata, timeout=30))
+        request = rayx_pb2.KillActorRequest(actor_id=actor_id, no_restart=no_restart)
+
+        async def kill():
+            try:
+                await stub.KillActor(request, metadata=self._peers.metadata, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                logger.warning("KillActor to node %s failed (%s)", node_id.hex()[:12], exc.code())
+
+        self._loop.create_task(kill())
         return True
 
     # ------------------------------------------------------------- results
@@ -281,6 +332,7 @@ class Router:
                         self._pull(object_id)
             done_tasks.add(object_id[:16])
         for task_id in done_tasks:
+            self._sent_to.pop(task_id, None)
             task = self._forwarded.pop(task_id, None)
             if task is not None:
                 self._dependencies.release_inputs(task)

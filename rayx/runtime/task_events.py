@@ -111,11 +111,11 @@ class TaskEvents:
                                 "worker_id": core.worker_id, "pid": os.getpid()}
                 self._writer = core.gcs.batch_writer()
             writer = self._writer
+            node_id = self._core.node_id
             while lineage:
                 spec = lineage.popleft()
-                tables.TASKS.put(writer, spec.task_id, spec)
+                tables.TASKS.put(writer, spec.task_id, tables.Lineage(node_id, spec))
             objects = self._objects
-            node_id = self._core.node_id
             while objects:
                 object_id, _, size, _, _ = objects.popleft()
                 tables.OBJECTS.put(writer, object_id, tables.ObjectLocation(node_id, size))

@@ -104,7 +104,8 @@ def status():
 
 def format_status(infos):
     """The status report of the cluster whose node records are ``infos``; a node
-    silent for longer than ``tables.HEARTBEAT_TIMEOUT_S`` shows as DEAD."""
+    the monitor marked dead, or silent for longer than ``tables.HEARTBEAT_TIMEOUT_S``,
+    shows as DEAD with the reason."""
     lines = ["======== rayx cluster status ========", "Nodes"]
     now = time.time()
     alive = [i for i in infos if tables.is_responsive(i, now)]
@@ -113,7 +114,8 @@ def format_status(infos):
         lines.append(f"  {info['node_id'].hex()}  {info.get('node_ip_address')}  "
                      f"{'head' if info.get('is_head') else 'worker'}  workers={info.get('workers', 0)}")
     for info in dead:
-        lines.append(f"  {info['node_id'].hex()}  {tables.NODE_DEAD}")
+        reason = info.get("death_reason") or "no heartbeat"
+        lines.append(f"  {info['node_id'].hex()}  {info.get('node_ip_address')}  {tables.NODE_DEAD} ({reason})")
     total, available = {}, {}
     pending = running = 0
     infeasible = []

@@ -277,7 +277,7 @@ def list_tasks(filters=None, limit=None, detail=False, gcs=None):
     are batched: they appear within ~0.1 s), else PENDING_OR_RUNNING.
     """
     gcs = _gcs(gcs)
-    specs = tables.TASKS.scan(gcs)
+    specs = {task_id: lineage.spec for task_id, lineage in tables.TASKS.scan(gcs).items()}
     events = _scan_events(gcs)
     tasks = [_task_dict(task_id, specs.get(task_id), events.get(task_id), detail)
              for task_id in set(specs) | set(events)]
@@ -289,7 +289,8 @@ def get_task(task_id, gcs=None):
     """The state dict of one task (by hex id), or None."""
     gcs = _gcs(gcs)
     key = bytes.fromhex(task_id) if isinstance(task_id, str) else task_id
-    spec, event = tables.TASKS.get(gcs, key), _scan_events(gcs).get(key)
+    lineage, event = tables.TASKS.get(gcs, key), _scan_events(gcs).get(key)
+    spec = lineage.spec if lineage is not None else None
     if spec is None and event is None:
         return None
     return _task_dict(key, spec, event, detail=True)
@@ -312,9 +313,9 @@ def _task_names(gcs, task_ids):
     events (direct actor calls leave no lineage row)."""
     task_ids = sorted(task_ids)
     names = {}
-    for task_id, spec in zip(task_ids, tables.TASKS.get_many(gcs, task_ids) if task_ids else ()):
-        if spec is not None:
-            names[task_id] = spec.function_name
+    for task_id, lineage in zip(task_ids, tables.TASKS.get_many(gcs, task_ids) if task_ids else ()):
+        if lineage is not None:
+            names[task_id] = lineage.spec.function_name
     if len(names) < len(task_ids):
         events = _scan_events(gcs)
         for task_id in task_ids:
