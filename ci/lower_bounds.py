@@ -29,11 +29,14 @@ def requirements(pyproject):
 
 
 def lower_bound(requirement):
-    name, _, spec = _REQUIREMENT.match(requirement).groups()
+    """(name, "name==lowest[; marker]") of one requirement string."""
+    versions, _, marker = requirement.partition(";")
+    name, _, spec = _REQUIREMENT.match(versions).groups()
     for clause in spec.split(","):
         clause = clause.strip()
         if clause.startswith(">="):
-            return name, clause[2:].strip()
+            pin = f"{name}=={clause[2:].strip()}"
+            return name, pin + (f"; {marker.strip()}" if marker.strip() else "")
     raise SystemExit(f"{requirement!r} in pyproject.toml has no '>=' lower bound")
 
 
@@ -42,7 +45,7 @@ def main():
         pyproject = tomllib.load(f)
     pins = dict(lower_bound(r) for r in requirements(pyproject))
     for name in sorted(pins, key=str.lower):
-        print(f"{name}=={pins[name]}")
+        print(pins[name])
     return 0
 
 
