@@ -89,6 +89,9 @@ NOW_RUNNING = _declare(12, "NOW_RUNNING", "name", "client -> raylet",
                        "a leased worker starts a task of this name (its log prefix)")
 RETURN_LEASES = _declare(13, "RETURN_LEASES", "worker_ids", "client -> raylet",
                          'leases (REQUEST "lease") the caller gives back')
+LINEAGE = _declare(14, "LINEAGE", "spec", "client -> raylet",
+                   "the TaskSpec of a leased task whose results the raylet is told of next: "
+                   "recorded in the GCS lineage before a ref to them can leave the process")
 
 # ------------------------------------------------------- raylet -> client
 

@@ -117,9 +117,17 @@ def test_put_on_a_dead_node_raises_owner_died_naming_it(cluster):
     assert inner.hex() in message and victim.node_id.hex()[:12] in message and "127.0.0.2" in message
 
 
-def test_reconstruction_after_the_submitter_died(cluster):
+@rayx.remote
+def small(i):
+    return [i]
+
+
+@pytest.mark.parametrize("size", ["big", "small"])
+def test_reconstruction_after_the_submitter_died(cluster, size):
     """A detached actor on a third node holds a ref to an object made on the
-    victim by a task whose submitter (a worker of the victim) died with it."""
+    victim by a task whose submitter (a worker of the victim) died with it. A
+    small result lived only in the submitter's memory (it ran on a leased
+    worker) until its ref escaped to the actor."""
     victim, third = cluster.worker_nodes
 
     @rayx.remote
@@ -136,7 +144,7 @@ def test_reconstruction_after_the_submitter_died(cluster):
 
     @rayx.remote
     def submit_from_victim(keeper):
-        ref = make.remote(9)       # submitted by this worker, on the victim
+        ref = make.remote(9) if size == "big" else small.remote(9)   # submitted on the victim
         rayx.wait([ref], timeout=60)
         return rayx.get(keeper.keep.remote([ref]))
 

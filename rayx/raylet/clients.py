@@ -140,6 +140,7 @@ class ClientHandlers:
             messages.LISTENING: self._on_listening,
             messages.NOW_RUNNING: self._on_now_running,
             messages.RETURN_LEASES: leases.give_back,
+            messages.LINEAGE: lambda conn, spec: scheduler.record_lineage(spec),
         }, leading=("conn",))
         # REQUEST operations: op name -> handler(conn, *args), answered with REPLY.
         self._requests = {

@@ -7,7 +7,9 @@ death): each result becomes READY in the object table (waking what waits on
 it), its location goes to the GCS ``objects`` table (batched), and for a task
 another node forwarded here, the results go back to that node, which owns
 them, while this node keeps its copies until the owner frees them. Then the
-task stops holding its inputs.
+task stops holding its inputs; refs nested in them that a process here kept
+are borrowed from the owner (``ObjectTable.borrow_from``), in the same
+message as the results.
 
 ``Completion`` handles TASK_DONE: the run time is recorded (for pipelining and
 the heartbeat), the task is retried when it raised a retryable error and its
@@ -39,13 +41,16 @@ class TaskResults:
         self._tasks.pop(spec.task_id, None)
         objects = self._objects
         owner = task.owner_node
+        if owner is not None and self._peers.is_dead(owner):
+            owner = None
+        pushed = []
         for object_id, data, size, nested, is_error in results:
-            if owner is not None and not self._peers.is_dead(owner):
+            if owner is not None:
                 # Keep our copy (and what it refers to) until the owner frees it.
                 objects.keep_for(owner, object_id)
                 for inner in nested:
                     objects.keep_for(owner, inner)
-                self._peers.object_ready(owner, rayx_pb2.ReadyObject(
+                pushed.append(rayx_pb2.ReadyObject(
                     object_id=object_id, inline=data is not None, data=data or b"", size=size,
                     is_error=is_error, nested_refs=list(nested)))
             objects.mark_ready(object_id, data, size, nested, is_error)
@@ -53,6 +58,12 @@ class TaskResults:
         if spec.task_type != ACTOR_CREATION_TASK:
             # An actor's constructor arguments stay alive for its restarts.
             self._release_inputs(task)
+        if pushed:
+            if spec.nested_refs:
+                # Refs it was given that someone here kept: the owner keeps them for us.
+                pushed[0].borrowed_refs.extend(objects.borrow_from(owner, spec.nested_refs))
+            for ready in pushed:
+                self._peers.object_ready(owner, ready)
 
     def fail(self, task, error):
         """Finish the task with ``error`` (an exception) as every result."""

@@ -54,11 +54,16 @@ class LocalScheduler:
         """A task was created on this node (or forwarded to it by ``owner_node``)."""
         task = t.Task(spec, submitter, self._inputs_ready)
         task.owner_node = owner_node
-        if self._gcs_writer is not None and spec.attempt == 0 and owner_node is None:
-            tables.TASKS.put(self._gcs_writer, spec.task_id, tables.Lineage(self._node_id, spec))
+        if spec.attempt == 0 and owner_node is None:
+            self.record_lineage(spec)
         if owner_node is None and hold_inputs and self._route(task):
             return
         self.submit_here(task, inputs_held=not hold_inputs)
+
+    def record_lineage(self, spec):
+        """GCS ``tasks``: the task's spec, with this node answering for it (batched)."""
+        if self._gcs_writer is not None:
+            tables.TASKS.put(self._gcs_writer, spec.task_id, tables.Lineage(self._node_id, spec))
 
     def submit_here(self, task, inputs_held=False):
         spec = task.spec

@@ -12,6 +12,14 @@ arena defers the free while some process still has it pinned).
 Copies kept for another node (results of tasks it forwarded here, which it
 owns) count one reference per owner until that owner frees them, or dies
 (``keep_for`` / ``release_for`` / ``release_all_for``).
+
+Borrowing goes the other way with the same two ends: refs nested in the
+arguments of a task another node forwarded here, still held here when the
+task ends (an actor kept one), are borrowed from that node (``borrow_from``):
+it keeps them for this node (``keep_for``) until this node frees them, which
+sends it a FreeObjects as for any copy it keeps for us (``owner_pins``). A ref
+the lender itself holds for this node is not borrowed back (that would be a
+cycle neither side frees).
 """
 
 PENDING = 0
@@ -39,11 +47,12 @@ class ObjectEntry:
         self.spilled = None             # path of its file while spilled out of the arena
         self.lost_on = None             # a dead node that was known to hold it (none here)
 
-    def add_owner_pin(self, node_id):
+    def add_owner_pin(self, node_id, holds_copy=True):
         if self.owner_pins is None:
             self.owner_pins = set()
         self.owner_pins.add(node_id)
-        self.remote_locations.add(node_id)
+        if holds_copy:
+            self.remote_locations.add(node_id)
 
 
 class ObjectTable:
@@ -140,6 +149,21 @@ class ObjectTable:
                 else:
                     kept[object_id] = count - 1
                 self.decref(object_id)
+
+    def borrow_from(self, lender, object_ids):
+        """The refs among ``object_ids`` (given to a task ``lender`` forwarded here,
+        whose inputs are released now) that are still held here: each is kept alive
+        on ``lender`` for this node from now on. Returns them, each once."""
+        borrowed = []
+        lent_back = self._kept_for.get(lender, ())
+        for object_id in dict.fromkeys(object_ids):
+            entry = self.entries.get(object_id)
+            if entry is None or entry.refcount <= 0 or object_id in lent_back \
+                    or (entry.owner_pins and lender in entry.owner_pins):
+                continue
+            entry.add_owner_pin(lender, holds_copy=False)
+            borrowed.append(object_id)
+        return borrowed
 
     def release_all_for(self, owner):
         """``owner`` died: drop every reference kept for it."""

@@ -308,7 +308,8 @@ class Router:
 
     def results_pushed(self, from_node, ready_objects):
         """ObjectsReady: results of tasks we forwarded, pushed by the node that ran them
-        (which keeps its copies until we free them); we stop holding their inputs."""
+        (which keeps its copies until we free them); we keep what it borrowed of their
+        inputs for it, and stop holding the inputs."""
         objects = self._objects
         done_tasks = set()
         for obj in ready_objects:
@@ -318,6 +319,8 @@ class Router:
             entry.add_owner_pin(from_node)
             for inner in nested:
                 objects.entry(inner).add_owner_pin(from_node)
+            for borrowed in obj.borrowed_refs:
+                objects.keep_for(from_node, bytes(borrowed))    # before the task's inputs go
             if obj.inline:
                 objects.mark_ready(object_id, bytes(obj.data), obj.size, nested, obj.is_error)
             else:

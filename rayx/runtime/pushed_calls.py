@@ -23,6 +23,7 @@ import threading
 import time
 
 from rayx import messages
+from rayx._core import codec
 from rayx.object_ref import ObjectRef
 from rayx.runtime import serialization
 
@@ -33,6 +34,8 @@ WORKER_LOCAL_WAIT = 0.005
 
 _SUBMIT = messages.SUBMIT
 _PUT = messages.PUT
+_LINEAGE = messages.LINEAGE
+_NORMAL_TASK = codec.NORMAL_TASK
 _REFS = messages.REFS
 _thread_events = threading.local()     # one reusable Event per waiting thread
 
@@ -77,8 +80,10 @@ class PushedCalls:
         self._refs = refs
         self._conn = conn
         self._pending = {}        # return object id -> PushedCall not answered yet
-        self._unregistered = {}   # object id -> (data, size, is_error): results only we know of
-        self._register = collections.deque()   # (object id, data, size, is_error) to register
+        # object id -> (data, size, is_error, lineage): results only we know of; lineage
+        # is the spec of the leased task that made it (None for an actor call's).
+        self._unregistered = {}
+        self._register = collections.deque()   # (object id, data, size, is_error, lineage)
         self._announce = collections.deque()   # results the worker registered: say we hold them
         self._lock = threading.Lock()
         # Seconds a wait for pushed results stays here (None: no limit; a driver has
@@ -138,13 +143,14 @@ class PushedCalls:
                 else:
                     cache.keep(object_id, data)
                 continue
+            lineage = call.spec if call.spec.task_type == _NORMAL_TASK else None
             if call.escaped:
-                self._register.append((object_id, data, size, is_error))
+                self._register.append((object_id, data, size, is_error, lineage))
                 notify = True
             if held:
                 cache.keep(object_id, data)
                 if not call.escaped:
-                    self._unregistered[object_id] = (data, size, is_error)
+                    self._unregistered[object_id] = (data, size, is_error, lineage)
         return notify
 
     def fail(self, call, error):
@@ -251,14 +257,20 @@ class PushedCalls:
         return added, removed
 
     def _registrations(self, out):
-        """PUTs of escaped results (each makes us a holder), and our refs to results the
-        raylet knows now; the ones nobody here holds any more are dropped again."""
+        """PUTs of escaped results (each makes us a holder; a leased task's lineage goes
+        first, so the result can be rebuilt wherever its ref goes), and our refs to
+        results the raylet knows now; the ones nobody here holds any more are dropped
+        again."""
         holds = self._refs.holds
         held = []
         released = []
         register = self._register
+        recorded = set()
         while register:
-            object_id, data, size, is_error = register.popleft()
+            object_id, data, size, is_error, lineage = register.popleft()
+            if lineage is not None and lineage.task_id not in recorded:
+                recorded.add(lineage.task_id)
+                out.append(_LINEAGE(lineage))
             out.append(_PUT(object_id, data, size, (), is_error))
             if not holds(object_id):
                 released.append(object_id)

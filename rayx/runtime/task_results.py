@@ -24,6 +24,8 @@ ARG_RESTORE_TIMEOUT = 60.0
 # every such tuple against its declaration).
 _TASK_DONE_TAG = messages.TASK_DONE.tag
 _PUT_TAG = messages.PUT.tag
+_LINEAGE_TAG = messages.LINEAGE.tag
+_NORMAL_TASK = codec.NORMAL_TASK
 _PUSH_DONE_TAG = messages.PUSH_DONE.tag
 
 
@@ -157,8 +159,12 @@ class TaskResults:
         # hear of them, and of refs this call made or kept, before the caller could
         # pass them on or drop its own refs.
         urgent = bool(spec.nested_refs) or bool(self.core.refs.events)
+        lineage = spec.task_type == _NORMAL_TASK    # a leased task's: rebuildable wherever its refs go
         for object_id, data, size, nested, is_error in results:
             if data is None or nested:
+                if lineage:
+                    conn.defer((_LINEAGE_TAG, spec))
+                    lineage = False
                 conn.defer((_PUT_TAG, object_id, data, size, nested, is_error, False))
                 urgent = True
         if urgent:
