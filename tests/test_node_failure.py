@@ -4,6 +4,7 @@ there are rebuilt from lineage (even when the process that made them is gone),
 puts made there fail with OwnerDiedError, its actors restart elsewhere, and no
 get hangs. Every test starts its own cluster and kills only the raylet it
 started (its workers die with it)."""
+import os
 import time
 
 import numpy as np
@@ -11,7 +12,8 @@ import pytest
 
 import rayx
 from rayx.cluster_utils import Cluster
-from rayx.exceptions import ActorDiedError, ObjectLostError, OwnerDiedError
+from rayx.exceptions import (ActorDiedError, ObjectLostError, ObjectReconstructionFailedError,
+                             ObjectReconstructionFailedMaxAttemptsExceededError, OwnerDiedError)
 from rayx.gcs import tables
 from rayx.runtime import context
 from rayx.scripts.cli import format_status
@@ -196,3 +198,48 @@ def test_a_node_back_at_the_same_address_is_a_new_node(cluster):
     assert states[victim.node_id.hex()] is False and states[again.node_id.hex()] is True
     assert rayx.get(node_of.options(scheduling_strategy=on(again, soft=False)).remote(), timeout=60) \
         == again.node_id.hex()
+
+
+@rayx.remote
+def logged(path, i):
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return np.full(BIG, i, dtype=np.int64)
+
+
+def test_many_getters_on_two_nodes_cause_one_re_execution(cluster, tmp_path):
+    victim, third = cluster.worker_nodes
+    runs = str(tmp_path / "runs")
+    lost = logged.options(scheduling_strategy=on(victim)).remote(runs, 4)
+    rayx.wait([lost], fetch_local=False, timeout=60)          # made there; no copy here
+    cluster.remove_node(victim, allow_graceful=False, wait=False)
+    wait_dead(victim)
+    getters = [first.options(scheduling_strategy=on(node, soft=False)).remote(lost)
+               for node in (third, cluster.head_node) for _ in range(3)]
+    assert rayx.get(getters, timeout=120) == [4] * 6
+    assert int(rayx.get(lost, timeout=60)[0]) == 4
+    with open(runs) as f:
+        assert len(f.read().split()) == 2                      # the first run, and one more
+
+
+def test_lost_objects_that_cannot_be_rebuilt_say_why(cluster):
+    victim = cluster.worker_nodes[0]
+
+    @rayx.remote(max_restarts=0)
+    class Maker:
+        def make(self):
+            return np.ones(BIG)
+
+    maker = Maker.options(scheduling_strategy=on(victim, soft=False)).remote()
+    by_call = maker.make.remote()
+    no_retries = make.options(scheduling_strategy=on(victim), max_retries=0).remote(1)
+    rayx.wait([by_call, no_retries], num_returns=2, fetch_local=False, timeout=60)
+    cluster.remove_node(victim, allow_graceful=False, wait=False)
+    wait_dead(victim)
+    with pytest.raises(ObjectReconstructionFailedMaxAttemptsExceededError) as info:
+        rayx.get(no_retries, timeout=60)
+    assert no_retries.hex() in str(info.value) and "make" in str(info.value) \
+        and victim.node_id.hex()[:12] in str(info.value)
+    with pytest.raises(ObjectReconstructionFailedError) as info:
+        rayx.get(by_call, timeout=60)
+    assert by_call.hex() in str(info.value) and "actor" in str(info.value)
