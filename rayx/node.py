@@ -14,6 +14,7 @@ them or the workers; the driver decides when they stop, and when it dies they
 die with it (PR_SET_PDEATHSIG).
 """
 import json
+import logging
 import os
 import secrets
 import select
@@ -22,6 +23,8 @@ import time
 
 from rayx._private import sessions
 from rayx._private.process import kill_pid, python_command, stop_process
+
+logger = logging.getLogger("rayx")
 
 ROOT_DIR = os.environ.get("RAYX_TMPDIR", "/tmp/rayx")
 CLUSTER_FILE = os.path.join(ROOT_DIR, "cluster.json")
@@ -111,7 +114,9 @@ class Node:
 
     def __init__(self, *, head=True, gcs_address=None, password=None, session_dir=None,
                  num_cpus=None, num_gpus=None, resources=None, object_store_memory=None,
-                 node_ip_address="127.0.0.1", port=0, detached=False, num_data_shards=2, node_timeout_s=None):
+                 node_ip_address="127.0.0.1", port=0, detached=False, num_data_shards=2, node_timeout_s=None,
+                 allow_network=False):
+        check_bind_address(node_ip_address, allow_network)
         self.head = head
         self.detached = detached
         self.node_ip_address = node_ip_address
@@ -147,6 +152,11 @@ class Node:
 
     def start(self, timeout=30.0):
         sweep_stale_arenas()
+        if not is_loopback(self.node_ip_address):
+            logger.warning(
+                "rayx: this node listens on %s, reachable from other machines: %sthe raylet's gRPC "
+                "port (tasks, objects). Calls carry the cluster token but are not encrypted.",
+                self.node_ip_address, "the GCS shards (the primary on port %d), " % self.port if self.head else "")
         try:
             if self.head:
                 write_token(self.session_dir, self.password)
@@ -253,6 +263,31 @@ class Node:
         }
 
 
+def is_loopback(address):
+    """Whether ``address`` (an IP address or a host name) is on this machine only."""
+    import ipaddress
+    import socket
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(address, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
+
+
+def check_bind_address(address, allow_network):
+    """A node listens on loopback unless told otherwise: any other address (a wildcard
+    like 0.0.0.0 included) needs ``allow_network`` (``rayx start --allow-network``)."""
+    if allow_network or is_loopback(address):
+        return
+    what = "every network interface" if address in ("0.0.0.0", "::", "") else f"the network at {address}"
+    raise ValueError(f"node_ip_address {address!r} would expose this node's GCS and raylet ports on "
+                     f"{what}; pass --allow-network (allow_network=True) to do that on purpose")
+
+
 def read_cluster_file():
     try:
         with open(CLUSTER_FILE) as f:
@@ -295,7 +330,7 @@ def check_reachable(address, timeout=5.0):
 
 
 def write_cluster_file(record):
-    os.makedirs(ROOT_DIR, exist_ok=True)
+    sessions.secure_root(ROOT_DIR)
     fd = os.open(CLUSTER_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(record, f)

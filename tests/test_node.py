@@ -3,6 +3,8 @@ shutdown, and drivers joining a node started by ``rayx start``."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
@@ -270,3 +272,17 @@ def test_an_unreachable_address_is_named(tmp_path):
         print("OK", rayx.is_initialized())
     """)
     assert "OK False" in out.stdout, out.stderr
+
+
+def test_listening_beyond_loopback_needs_allow_network(tmp_path):
+    from rayx.node import Node, is_loopback
+    assert is_loopback("127.0.0.1") and is_loopback("127.0.0.3") and is_loopback("localhost") \
+        and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3") and not is_loopback("::")
+    with pytest.raises(ValueError, match="every network interface.*--allow-network"):
+        Node(node_ip_address="0.0.0.0")
+    env = dict(os.environ, RAYX_TMPDIR=str(tmp_path / "rx"))
+    out = subprocess.run([sys.executable, "-m", "rayx", "start", "--head", "--node-ip-address", "0.0.0.0"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "every network interface" in out.stderr and "--allow-network" in out.stderr
+    assert not os.path.exists(tmp_path / "rx" / "cluster.json")

@@ -5,6 +5,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import HeadNode
 from rayx._private import sessions
 
@@ -76,3 +78,36 @@ def test_the_test_run_has_its_own_tmpdir():
     import conftest
     from rayx import node
     assert node.ROOT_DIR == os.environ["RAYX_TMPDIR"] == conftest.RUN_TMPDIR
+
+
+def test_a_root_others_can_write_is_refused(tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    os.chmod(root, 0o777)
+    with pytest.raises(PermissionError, match="writable by other users.*777"):
+        sessions.create(str(root))
+    assert os.listdir(root) == []
+    # init() says the same, before starting anything.
+    out = subprocess.run([sys.executable, "-c", "import rayx; rayx.init(num_cpus=1)"],
+                         env=dict(os.environ, RAYX_TMPDIR=str(root)), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and f"the rayx temp root {root} is writable by other users" in out.stderr
+    assert os.listdir(root) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a directory another user owns needs root")
+def test_a_root_another_user_owns_is_refused(tmp_path):
+    root = tmp_path / "theirs"
+    root.mkdir(mode=0o755)
+    os.chown(root, 65534, 65534)           # nobody
+    with pytest.raises(PermissionError, match="belongs to user .*uid 65534"):
+        sessions.create(str(root))
+
+
+def test_a_missing_root_is_made_private(tmp_path):
+    root = tmp_path / "new" / "root"
+    path, fd = sessions.create(str(root))
+    try:
+        assert os.stat(root).st_mode & 0o777 == 0o700
+    finally:
+        sessions.release(fd)

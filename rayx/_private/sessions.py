@@ -17,12 +17,18 @@ Policy (at every node start and stop, and ``rayx stop``): ended sessions beyond 
 is never deleted. ``session_latest`` is a symlink to the newest session.
 A new session is built under a hidden name and renamed once locked, so a
 cleaner never sees it unlocked.
+
+The root itself must be this user's and writable by nobody else
+(``secure_root``): sessions hold the cluster token, sockets and logs, and
+another user able to write there could plant or swap them.
 """
 import datetime
 import fcntl
 import os
 import secrets
+import pwd
 import shutil
+import stat
 
 PREFIX = "session_"
 LATEST = "session_latest"
@@ -45,10 +51,29 @@ def kept():
     return number
 
 
+def secure_root(root):
+    """Make ``root`` (mode 0700) if missing; refuse one that another user owns or that
+    group or others may write (PermissionError naming the problem)."""
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    info = os.stat(root)
+    if info.st_uid != os.geteuid():
+        try:
+            owner = pwd.getpwuid(info.st_uid).pw_name
+        except KeyError:
+            owner = "?"
+        raise PermissionError(
+            f"the rayx temp root {root} belongs to user {owner} (uid {info.st_uid}), not to you: "
+            f"set RAYX_TMPDIR to a directory of your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(
+            f"the rayx temp root {root} is writable by other users (mode {stat.S_IMODE(info.st_mode):o}): "
+            f"run `chmod go-w {root}` or set RAYX_TMPDIR to a directory only you can write")
+
+
 def create(root):
     """A new session dir under ``root``, locked; returns (path, lock descriptor).
     Prunes ended sessions and points ``session_latest`` at the new one."""
-    os.makedirs(root, exist_ok=True)
+    secure_root(root)
     name = f"{PREFIX}{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S_%f')}_{os.getpid()}"
     building = os.path.join(root, _BUILDING + name)
     os.mkdir(building, 0o700)

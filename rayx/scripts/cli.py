@@ -26,11 +26,19 @@ def main():
 @click.option("--num-gpus", default=None, type=float)
 @click.option("--resources", default=None, help='Custom resources as JSON, e.g. \'{"accel": 2}\'.')
 @click.option("--object-store-memory", default=None, type=int, help="Bytes of shared memory for objects.")
-@click.option("--node-ip-address", default="127.0.0.1", show_default=True)
-def start(head, address, port, num_cpus, num_gpus, resources, object_store_memory, node_ip_address):
+@click.option("--node-ip-address", default="127.0.0.1", show_default=True,
+              help="The address this node listens on; other than loopback needs --allow-network.")
+@click.option("--allow-network", is_flag=True,
+              help="Allow a --node-ip-address other machines can reach (0.0.0.0 included).")
+def start(head, address, port, num_cpus, num_gpus, resources, object_store_memory, node_ip_address,
+          allow_network):
     """Start a node of a rayx cluster on this machine."""
     if head == bool(address):
         raise click.UsageError("give exactly one of --head or --address")
+    try:
+        node_mod.check_bind_address(node_ip_address, allow_network)
+    except ValueError as exc:
+        raise click.UsageError(str(exc))
     try:
         custom = json.loads(resources) if resources else None
     except ValueError as exc:
@@ -45,7 +53,7 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
     if head:
         node = node_mod.Node(head=True, port=port, num_cpus=cpus, num_gpus=num_gpus, resources=custom,
                              object_store_memory=object_store_memory, node_ip_address=node_ip_address,
-                             detached=True)
+                             detached=True, allow_network=allow_network)
     else:
         try:
             node_mod.check_reachable(address)
@@ -60,7 +68,7 @@ def start(head, address, port, num_cpus, num_gpus, resources, object_store_memor
         node = node_mod.Node(head=False, gcs_address=address, password=password, session_dir=session_dir,
                              num_cpus=cpus, num_gpus=num_gpus, resources=custom,
                              object_store_memory=object_store_memory, node_ip_address=node_ip_address,
-                             detached=True)
+                             detached=True, allow_network=allow_network)
     node.start()
     if head:
         record = {"gcs_address": node.gcs_address, "session_dir": node.session_dir, "nodes": [node.record()]}
