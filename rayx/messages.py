@@ -16,25 +16,173 @@ handler's parameters are the message's fields, by name and in order, with the
 optional fields last and defaulted. So a field added, removed or reordered in
 one place fails at start-up (and in the test suite), never as a shifted value
 on the wire.
+
+Each field also declares its kind (``object_id:id``, ``size:count``; the kinds
+are the ``_KINDS`` below): what a receiver that does not trust its sender
+checks with ``check(message)`` before any handler sees the message. A message
+that fails is ``BadMessage``, and the receiver closes that connection with the
+reason logged (the raylet's client sockets, a worker's link). The kinds bound
+sizes too: ids are at most 64 bytes, lists of ids at most ``MAX_ITEMS``, a task
+at most ``MAX_NUM_RETURNS`` returns.
 """
 import inspect
 
-__all__ = ["Message", "handlers", "ALL"]
+from rayx._core import codec
+
+__all__ = ["Message", "BadMessage", "handlers", "check", "ALL", "MAX_NUM_RETURNS"]
+
+MAX_ID_BYTES = 64
+MAX_ITEMS = 1 << 20            # ids in one message (REFS of a huge get, WAIT)
+MAX_NUM_RETURNS = 10_000       # returns of one task (options.py gives users the same limit)
+MAX_TEXT = 1 << 16             # characters of a name, a path, a reason
+MAX_ENTRIES = 4096             # keys of an info dict
+MAX_FRAME_BYTES = 128 << 20    # one frame from an untrusted sender (large values go by the arena)
+
+
+class BadMessage(ValueError):
+    """A message that does not match its declaration."""
+
+
+# Each kind is a predicate (True: the value is of that kind); the message's check
+# names the field that failed. They are on the path of every message a raylet or
+# a worker's link takes, so they build nothing unless a value fails.
+
+def _is_id(value):
+    return type(value) is bytes and 0 < len(value) <= MAX_ID_BYTES
+
+
+def _is_ids(value):
+    if type(value) is not list and type(value) is not tuple or len(value) > MAX_ITEMS:
+        return False
+    for item in value:
+        if type(item) is not bytes or not 0 < len(item) <= MAX_ID_BYTES:
+            return False
+    return True
+
+
+def _is_count(value):
+    return type(value) is int and 0 <= value < 1 << 63
+
+
+def _is_flag(value):
+    return type(value) is bool or (type(value) is int and (value == 0 or value == 1))
+
+
+def _is_text(value):
+    return type(value) is str and len(value) <= MAX_TEXT
+
+
+def _is_blob(value):
+    return type(value) is bytes
+
+
+def _is_blob_or_none(value):
+    return value is None or type(value) is bytes
+
+
+def _is_info(value):
+    return type(value) is dict and len(value) <= MAX_ENTRIES
+
+
+def _is_spec(value):
+    # The codec checked the spec's structure and field types when it decoded it;
+    # these are the ranges the raylet and workers rely on.
+    return (type(value) is _TaskSpec and 0 <= value.num_returns <= MAX_NUM_RETURNS
+            and len(value.task_id) == 16 and len(value.job_id) == 4
+            and value.attempt >= 0 and value.max_retries >= -1
+            and (not value.actor_id or len(value.actor_id) == 16)
+            and (not value.nested_refs or _is_ids(value.nested_refs)))
+
+
+def _is_values(value):
+    if type(value) is not dict:
+        return False
+    if not value:
+        return True
+    if len(value) > MAX_ITEMS:
+        return False
+    for object_id, data in value.items():
+        if type(object_id) is not bytes or not 0 < len(object_id) <= MAX_ID_BYTES \
+                or (data is not None and type(data) is not bytes):
+            return False
+    return True
+
+
+def _is_results(value):
+    if type(value) is not list and type(value) is not tuple or len(value) > MAX_NUM_RETURNS:
+        return False
+    for result in value:
+        if type(result) is not tuple and type(result) is not list or len(result) != 5:
+            return False
+        object_id, data, size, nested, is_error = result
+        if type(object_id) is not bytes or not 0 < len(object_id) <= MAX_ID_BYTES \
+                or (data is not None and type(data) is not bytes) \
+                or type(size) is not int or size < 0 \
+                or (nested and not _is_ids(nested)) or not _is_flag(is_error):
+            return False
+    return True
+
+
+def _is_args(value):
+    return (type(value) is list or type(value) is tuple) and len(value) <= 64
+
+
+def _is_anything(value):
+    return True
+
+
+_TaskSpec = codec.TaskSpec
+# kind -> (predicate, what a value of it is, for the error)
+_KINDS = {
+    "id": (_is_id, f"an id (1 to {MAX_ID_BYTES} bytes)"),
+    "ids": (_is_ids, f"a list of at most {MAX_ITEMS} ids"),
+    "count": (_is_count, "a whole number >= 0"),
+    "flag": (_is_flag, "a bool"),
+    "text": (_is_text, f"a string of at most {MAX_TEXT} characters"),
+    "blob": (_is_blob, "bytes"),
+    "blob?": (_is_blob_or_none, "bytes or None"),
+    "info": (_is_info, f"a dict of at most {MAX_ENTRIES} entries"),
+    "spec": (_is_spec, f"a TaskSpec with 16-byte task and actor ids, a 4-byte job id, "
+                       f"0 to {MAX_NUM_RETURNS} returns, attempt >= 0, max_retries >= -1"),
+    "values": (_is_values, "a dict of object id -> bytes or None"),
+    "results": (_is_results, f"a list of at most {MAX_NUM_RETURNS} (object_id, data, size, "
+                             "nested_refs, is_error)"),
+    "args": (_is_args, "a list of at most 64 arguments"),
+    "any": (_is_anything, "anything"),
+}
 
 
 class Message:
     """One kind of message: its tag on the wire, its fields in order, and which
     trailing fields a sender may leave out (the receiver's defaults apply)."""
 
-    __slots__ = ("tag", "name", "fields", "optional", "direction", "doc")
+    __slots__ = ("tag", "name", "fields", "optional", "direction", "doc", "_checks", "is_valid")
 
-    def __init__(self, tag, name, fields, *, optional=(), direction, doc):
+    def __init__(self, tag, name, fields, *, optional="", direction, doc):
         self.tag = tag
         self.name = name
-        self.fields = tuple(fields.split())
-        self.optional = tuple(optional.split()) if isinstance(optional, str) else tuple(optional)
+        required = [_field(item) for item in fields.split()]
+        extra = [_field(item) for item in optional.split()]
+        self.fields = tuple(field for field, _ in required)
+        self.optional = tuple(field for field, _ in extra)
+        self._checks = tuple((field, kind) for field, kind in required + extra)
+        self.is_valid = _validator(len(required), tuple(_KINDS[kind][0] for _, kind in required + extra))
         self.direction = direction
         self.doc = doc
+
+    def check(self, message):
+        """Raise BadMessage, naming the field, unless ``message``'s fields have their
+        declared kinds."""
+        if self.is_valid(message):
+            return
+        count = len(message) - 1
+        if not len(self.fields) <= count <= len(self._checks):
+            raise BadMessage(f"{self.name} has {len(self.fields)} to {len(self._checks)} fields, "
+                             f"got {count}")
+        for (field, kind), value in zip(self._checks, message[1:]):
+            if not _KINDS[kind][0](value):
+                raise BadMessage(f"{self.name}.{field} must be {_KINDS[kind][1]}, got "
+                                 f"{type(value).__name__} {repr(value)[:60]}")
 
     def __call__(self, *values):
         """The message with these field values, ready for ``send``."""
@@ -44,10 +192,55 @@ class Message:
         return f"<message {self.name} ({', '.join(self.fields + self.optional)})>"
 
 
+def _validator(required, predicates):
+    """A function telling whether a message tuple has between ``required`` and
+    ``len(predicates)`` fields, each passing its predicate. Messages of one to three
+    fields and no optional ones (most of them, and the hot ones) get a check with no
+    loop in it."""
+    if required == len(predicates) == 1:
+        first, = predicates
+        return lambda m: len(m) == 2 and first(m[1])
+    if required == len(predicates) == 2:
+        first, second = predicates
+        return lambda m: len(m) == 3 and first(m[1]) and second(m[2])
+    if required == len(predicates) == 3:
+        first, second, third = predicates
+        return lambda m: len(m) == 4 and first(m[1]) and second(m[2]) and third(m[3])
+
+    def is_valid(m):
+        if not required < len(m) <= len(predicates) + 1:
+            return False
+        for is_kind, value in zip(predicates, m[1:]):
+            if not is_kind(value):
+                return False
+        return True
+    return is_valid
+
+
+def _field(item):
+    """("name", "kind") of a declaration's "name:kind"."""
+    field, sep, kind = item.partition(":")
+    if not sep or kind not in _KINDS:
+        raise AssertionError(f"field {item!r} needs a kind among {sorted(_KINDS)}")
+    return field, kind
+
+
 ALL = {}
 
 
-def _declare(tag, name, fields, direction, doc, optional=()):
+def check(message):
+    """Raise BadMessage unless ``message`` (a decoded frame) is a declared message whose
+    fields have their declared kinds."""
+    try:
+        declared = ALL[message[0]]
+        valid = declared.is_valid(message)
+    except (KeyError, TypeError, IndexError):
+        raise BadMessage(f"not a declared message: {repr(message)[:60]}") from None
+    if not valid:
+        declared.check(message)
+
+
+def _declare(tag, name, fields, direction, doc, optional=""):
     message = Message(tag, name, fields, optional=optional, direction=direction, doc=doc)
     if tag in ALL:
         raise AssertionError(f"message tag {tag} declared twice ({ALL[tag].name}, {name})")
@@ -57,57 +250,57 @@ def _declare(tag, name, fields, direction, doc, optional=()):
 
 # ------------------------------------------------------- client -> raylet
 
-REGISTER = _declare(1, "REGISTER", "kind worker_id pid job_id info", "client -> raylet",
+REGISTER = _declare(1, "REGISTER", "kind:text worker_id:blob pid:count job_id:blob info:info", "client -> raylet",
                     'kind is "driver" or "worker"; info a dict (listen path, ...)')
-SUBMIT = _declare(2, "SUBMIT", "spec", "client -> raylet", "a TaskSpec to schedule")
-PUT = _declare(3, "PUT", "object_id data size nested_refs", "client -> raylet",
+SUBMIT = _declare(2, "SUBMIT", "spec:spec", "client -> raylet", "a TaskSpec to schedule")
+PUT = _declare(3, "PUT", "object_id:id data:blob? size:count nested_refs:ids", "client -> raylet",
                "an object made by the sender: data inline, or None when already sealed in the "
                "arena. held: the sender holds a ref from now on (as a SUBMIT makes its sender hold "
                "the returns); a worker registering results of a pushed call or task sends "
                "False, the caller says whether it holds them",
-               optional="is_error held")
-WAIT = _declare(4, "WAIT", "request_id object_ids num_ready with_data", "client -> raylet",
+               optional="is_error:flag held:flag")
+WAIT = _declare(4, "WAIT", "request_id:count object_ids:ids num_ready:count with_data:flag", "client -> raylet",
                 "answer (WAIT_REPLY) when num_ready of the ids are ready. fetch: pull remote "
                 "objects here; notify: after the reply, send READY_NOTE for the rest as they "
-                "become ready", optional="fetch notify")
-CANCEL_WAIT = _declare(5, "CANCEL_WAIT", "request_id", "client -> raylet", "the waiter gave up")
-TASK_DONE = _declare(6, "TASK_DONE", "task_id results retryable", "client -> raylet",
+                "become ready", optional="fetch:flag notify:flag")
+CANCEL_WAIT = _declare(5, "CANCEL_WAIT", "request_id:count", "client -> raylet", "the waiter gave up")
+TASK_DONE = _declare(6, "TASK_DONE", "task_id:id results:results retryable:flag", "client -> raylet",
                      "results: [(object_id, data | None, size, nested_refs, is_error)]; retryable: "
                      "the error raised may be retried. exiting: the worker exits now (max_calls "
-                     "reached)", optional="exiting")
-REFS = _declare(7, "REFS", "added removed", "client -> raylet",
+                     "reached)", optional="exiting:flag")
+REFS = _declare(7, "REFS", "added:ids removed:ids", "client -> raylet",
                 "object ids the sender now holds, and no longer holds")
-REQUEST = _declare(8, "REQUEST", "request_id op args", "client -> raylet",
+REQUEST = _declare(8, "REQUEST", "request_id:count op:text args:args", "client -> raylet",
                    "a small control call: op names a raylet method, answered with REPLY")
-ACTOR_EXIT = _declare(9, "ACTOR_EXIT", "actor_id reason death_data", "client -> raylet",
+ACTOR_EXIT = _declare(9, "ACTOR_EXIT", "actor_id:id reason:text death_data:blob?", "client -> raylet",
                       "the actor ends itself (no restart)")
-GIVE_BACK = _declare(10, "GIVE_BACK", "task_ids", "client -> raylet",
+GIVE_BACK = _declare(10, "GIVE_BACK", "task_ids:ids", "client -> raylet",
                      "queued tasks the worker will not start (it is about to block in get)")
-LISTENING = _declare(11, "LISTENING", "path", "client -> raylet",
+LISTENING = _declare(11, "LISTENING", "path:text", "client -> raylet",
                      "the worker takes pushed actor calls and leased tasks on this socket")
-NOW_RUNNING = _declare(12, "NOW_RUNNING", "name", "client -> raylet",
+NOW_RUNNING = _declare(12, "NOW_RUNNING", "name:text", "client -> raylet",
                        "a leased worker starts a task of this name (its log prefix)")
-RETURN_LEASES = _declare(13, "RETURN_LEASES", "worker_ids", "client -> raylet",
+RETURN_LEASES = _declare(13, "RETURN_LEASES", "worker_ids:ids", "client -> raylet",
                          'leases (REQUEST "lease") the caller gives back')
-LINEAGE = _declare(14, "LINEAGE", "spec", "client -> raylet",
+LINEAGE = _declare(14, "LINEAGE", "spec:spec", "client -> raylet",
                    "the TaskSpec of a leased task whose results the raylet is told of next: "
                    "recorded in the GCS lineage before a ref to them can leave the process")
 
 # ------------------------------------------------------- raylet -> client
 
-REGISTERED = _declare(50, "REGISTERED", "info", "raylet -> client",
+REGISTERED = _declare(50, "REGISTERED", "info:info", "raylet -> client",
                       "node_id, arena path, job_id, session_dir, ...")
-EXECUTE = _declare(51, "EXECUTE", "spec values gpu_ids", "raylet -> worker",
+EXECUTE = _declare(51, "EXECUTE", "spec:spec values:values gpu_ids:any", "raylet -> worker",
                    "run this TaskSpec; values {object_id: data | None} of its ref arguments")
-WAIT_REPLY = _declare(52, "WAIT_REPLY", "request_id ready", "raylet -> client",
+WAIT_REPLY = _declare(52, "WAIT_REPLY", "request_id:count ready:any", "raylet -> client",
                       "ready: [(object_id, data | None, in_arena)]: inline bytes when asked for "
                       "(with_data), in_arena when the reader maps it from the arena")
-REPLY = _declare(53, "REPLY", "request_id ok result", "raylet -> client", "the answer to a REQUEST")
-LOG = _declare(54, "LOG", "stream text", "raylet -> driver",
+REPLY = _declare(53, "REPLY", "request_id:count ok:flag result:any", "raylet -> client", "the answer to a REQUEST")
+LOG = _declare(54, "LOG", "stream:count text:text", "raylet -> driver",
                "worker output (stream 1 or 2), already prefixed with the task name and pid")
-EXIT = _declare(55, "EXIT", "reason", "raylet -> worker", "exit now")
-CANCEL = _declare(56, "CANCEL", "task_id", "raylet -> worker", "interrupt that task if it runs here")
-READY_NOTE = _declare(57, "READY_NOTE", "object_id", "raylet -> client",
+EXIT = _declare(55, "EXIT", "reason:text", "raylet -> worker", "exit now")
+CANCEL = _declare(56, "CANCEL", "task_id:id", "raylet -> worker", "interrupt that task if it runs here")
+READY_NOTE = _declare(57, "READY_NOTE", "object_id:id", "raylet -> client",
                       "an object a finished WAIT (notify) asked about is ready")
 
 # ------------------------------------------- caller <-> worker, one node
@@ -116,13 +309,13 @@ READY_NOTE = _declare(57, "READY_NOTE", "object_id", "raylet -> client",
 # (``rayx.runtime.actor_calls``), and tasks to a worker the raylet lent the caller
 # (``rayx.runtime.leased_tasks``).
 
-PUSH_TASK = _declare(70, "PUSH_TASK", "spec values", "caller -> worker",
+PUSH_TASK = _declare(70, "PUSH_TASK", "spec:spec values:values", "caller -> worker",
                      "run this actor call or leased task; values {object_id: data | None}")
-PUSH_DONE = _declare(71, "PUSH_DONE", "task_id results", "worker -> caller",
+PUSH_DONE = _declare(71, "PUSH_DONE", "task_id:id results:results", "worker -> caller",
                      "results as in TASK_DONE")
-PUSH_GIVE_BACK = _declare(72, "PUSH_GIVE_BACK", "task_ids", "worker -> caller",
+PUSH_GIVE_BACK = _declare(72, "PUSH_GIVE_BACK", "task_ids:ids", "worker -> caller",
                           "leased tasks the worker will not start (it is about to block in get)")
-PUSH_CANCEL = _declare(73, "PUSH_CANCEL", "task_id force", "caller -> worker",
+PUSH_CANCEL = _declare(73, "PUSH_CANCEL", "task_id:id force:flag", "caller -> worker",
                        "rayx.cancel of a leased task or actor call")
 
 

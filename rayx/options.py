@@ -9,6 +9,7 @@ error when it asks for anything, never silently dropped.
 import cloudpickle
 
 from rayx._core import codec
+from rayx.messages import MAX_NUM_RETURNS
 
 _TASK_OPTIONS = {
     "num_cpus", "num_gpus", "resources", "memory", "num_returns", "max_retries",
@@ -74,6 +75,8 @@ def _check_value(key, value):
     elif key == "num_returns":
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise ValueError(f"num_returns must be a non-negative int, got {value!r}")
+        if value > MAX_NUM_RETURNS:
+            raise ValueError(f"num_returns must be at most {MAX_NUM_RETURNS}, got {value!r}")
     elif key in ("max_retries", "max_restarts", "max_task_retries"):
         if not isinstance(value, int) or isinstance(value, bool) or value < -1:
             raise ValueError(f"{key} must be an int >= -1 (-1 means forever), got {value!r}")

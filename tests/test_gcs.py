@@ -81,8 +81,11 @@ def test_password_required(gcs):
 def test_binds_loopback_only(gcs):
     for s in gcs:
         proc = psutil.Process(s.pid)
-        conns = connections(proc, "tcp")
-        listening = [c.laddr for c in conns if c.status == psutil.CONN_LISTEN]
+
+        def listening_addresses():
+            return [c.laddr for c in connections(proc, "tcp") if c.status == psutil.CONN_LISTEN]
+        # (A listing taken while the machine is busy can miss the socket once: look again.)
+        listening = wait_for(listening_addresses, timeout=10)
         assert listening, "shard %s listens nowhere" % s.name
         assert all(addr.ip == "127.0.0.1" and addr.port == s.port for addr in listening)
     # Connecting through any other local address is refused.

@@ -103,3 +103,43 @@ def test_a_handler_with_the_wrong_signature_is_refused():
     with pytest.raises(TypeError) as info:
         messages.handlers({messages.WAIT: on_wait})
     assert "on_wait" in str(info.value) and "WAIT" in str(info.value)
+
+
+def test_every_field_declares_a_kind_and_real_messages_pass_their_check():
+    from rayx._core import codec
+    spec = codec.TaskSpec(task_id=b"\x01" * 16, job_id=b"\x01\x00\x00\x00", num_returns=2)
+    good = [messages.REGISTER("driver", b"", 12, b"\x01\x00\x00\x00", {}),
+            messages.SUBMIT(spec), messages.PUT(b"\x02" * 20, None, 10, [b"\x03" * 20]),
+            messages.PUT(b"\x02" * 20, b"x", 1, [], True, False),
+            messages.WAIT(7, [b"\x02" * 20], 1, True), messages.WAIT(7, [], 0, False, True, False),
+            messages.TASK_DONE(b"\x01" * 16, [(b"\x02" * 20, b"v", 1, (), False)], False),
+            messages.REFS([b"\x02" * 20], []), messages.REQUEST(3, "status", ()),
+            messages.PUSH_TASK(spec, {b"\x02" * 20: None}), messages.PUSH_CANCEL(b"\x01" * 16, True)]
+    for message in good:
+        messages.check(message)
+
+
+@pytest.mark.parametrize("message, field", [
+    (messages.PUT(b"\x02" * 20, b"data", {"size": 1}, []), "PUT.size"),
+    (messages.REFS([b"\x02" * 20, 7], []), "REFS.added"),
+    (messages.TASK_DONE([], [], False), "TASK_DONE.task_id"),
+    (messages.PUSH_TASK(1, {}), "PUSH_TASK.spec"),
+    (messages.WAIT(-1, [], 0, False), "WAIT.request_id"),
+    (messages.REFS([b"\x02" * 100], []), "REFS.added"),
+])
+def test_a_message_of_the_wrong_kinds_is_refused_naming_the_field(message, field):
+    with pytest.raises(messages.BadMessage, match=field.replace(".", r"\.")):
+        messages.check(message)
+
+
+def test_limits_on_counts():
+    from rayx._core import codec
+    huge = codec.TaskSpec(task_id=b"\x01" * 16, job_id=b"\x01\x00\x00\x00", num_returns=10 ** 6)
+    with pytest.raises(messages.BadMessage, match="SUBMIT.spec.*10000 returns"):
+        messages.check(messages.SUBMIT(huge))
+    for bad in [(), (999,), "text", 5, ([1],), messages.PUT(b"\x02" * 20, b"", 1, [], True, True, 1)]:
+        with pytest.raises(messages.BadMessage):
+            messages.check(bad)
+    import rayx
+    with pytest.raises(ValueError, match="num_returns must be at most 10000"):
+        rayx.remote(num_returns=10 ** 6)(lambda: None)

@@ -2,8 +2,10 @@
 driver or worker, and the table that hands each message to its handler.
 
 Frames are decoded by the Cython codec (``rayx._core.codec.FrameReader``); a
-malformed frame closes that connection only, and an error in one handler
-loses that message only. Replies are coalesced: whatever the event-loop turn
+malformed frame, or a message that does not match its declaration
+(``rayx.messages.check``: kinds and sizes of every field), closes that
+connection only, before any handler sees it; an error in one handler loses
+that message only. Replies are coalesced: whatever the event-loop turn
 sends to one client goes out in one write. The handlers of
 ``rayx.messages``' client messages are methods of the part of the raylet that
 does the job (waits, completion, leases, ...), checked against the message
@@ -21,6 +23,8 @@ from rayx._core import codec
 
 logger = logging.getLogger("rayx.raylet")
 
+check = messages.check
+REGISTER_TAG = messages.REGISTER.tag
 REGISTERED = messages.REGISTERED
 REPLY = messages.REPLY
 LOG = messages.LOG
@@ -35,7 +39,7 @@ class ClientConnection(asyncio.Protocol):
         self.handlers = handlers       # {tag: handler(conn, *fields)}
         self.on_lost = on_lost
         self.transport = None
-        self.reader = codec.FrameReader()
+        self.reader = codec.FrameReader(messages.MAX_FRAME_BYTES)
         self.out = []            # messages to send at the end of this event-loop turn
         self.kind = None         # "driver" or "worker", once registered
         self.worker = None       # its Worker, for a worker
@@ -58,12 +62,27 @@ class ClientConnection(asyncio.Protocol):
         handlers = self.handlers
         for message in received:
             try:
-                handlers[message[0]](self, *message[1:])
+                check(message)
+                handler = handlers.get(message[0])
+                if handler is None:
+                    raise messages.BadMessage(f"{messages.ALL[message[0]].name} is not for the raylet")
+                if self.kind is None and message[0] != REGISTER_TAG:
+                    raise messages.BadMessage(f"{messages.ALL[message[0]].name} before REGISTER")
+            except messages.BadMessage as exc:
+                logger.error("closing the connection of %s: %s", self.describe(), exc)
+                self.transport.close()
+                return
+            try:
+                handler(self, *message[1:])
             except Exception:
                 logger.exception("error handling message %r", message[:1])
 
     def connection_lost(self, exc):
         self.on_lost(self)
+
+    def describe(self):
+        """The peer, for logs: "worker pid 123", or "an unregistered client"."""
+        return f"{self.kind} pid {self.pid}" if self.kind else "an unregistered client"
 
     def send(self, message):
         out = self.out

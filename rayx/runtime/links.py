@@ -5,16 +5,23 @@ A link is read and written through the process's ``RayletConnection``
 (``rayx.runtime.transport``): the same reading threads poll it with the raylet
 socket, and the same writer thread coalesces its writes. Messages that arrive
 are dispatched through a handler table of ``rayx.messages.handlers`` whose
-handlers take the link first (``leading=("link",)``).
+handlers take the link first (``leading=("link",)``), once every message of
+the read has passed ``rayx.messages.check``; a malformed frame or message
+drops the link (the other side sees it close), never the process.
 
 (Links join processes of one node; ``rayx.raylet.peers`` joins raylets of
 different nodes.)
 """
+import logging
 import os
 import socket
 
+from rayx import messages
 from rayx._core import codec
 from rayx.runtime.transport import RECV_SIZE, ConnectionClosed, Outbox
+
+logger = logging.getLogger("rayx")
+check = messages.check
 
 
 def connect(hub, path, handlers, on_close):
@@ -43,7 +50,7 @@ class ProcessLink:
         self.hub = hub
         self.sock = sock
         self.out = Outbox(sock, "process at the other end of the link")
-        self.frames = codec.FrameReader()
+        self.frames = codec.FrameReader(messages.MAX_FRAME_BYTES)
         self.handlers = handlers
         self.on_close = on_close
         self.closed = False
@@ -98,12 +105,15 @@ class ProcessLink:
             data = b""
         if data:
             try:
-                messages = self.frames.feed(data)
-            except Exception:
-                data = b""        # a malformed frame: drop the link
+                received = self.frames.feed(data)
+                for message in received:
+                    check(message)
+            except Exception as exc:
+                logger.error("dropping a link that sent a malformed message: %s", exc)
+                data = b""        # a malformed frame or message: drop the link
             else:
                 handlers = self.handlers
-                for message in messages:
+                for message in received:
                     handler = handlers.get(message[0])
                     if handler is not None:
                         handler(self, *message[1:])
