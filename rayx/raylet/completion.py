@@ -73,10 +73,11 @@ class TaskResults:
         """Finish the task with the serialized error ``data`` as every result."""
         self.finish(task, [(oid, data, len(data), (), True) for oid in task.spec.return_ids()])
 
-    def record_object(self, object_id, size):
-        """GCS ``objects``: this node made the object (one SET, batched into an MSET)."""
+    def record_object(self, object_id, size, node_id=None):
+        """GCS ``objects``: this node (or ``node_id``) made the object (one SET, batched
+        into an MSET)."""
         if self._gcs_writer is not None:
-            tables.OBJECTS.put(self._gcs_writer, object_id, tables.ObjectLocation(self._node_id, size))
+            tables.OBJECTS.put(self._gcs_writer, object_id, tables.ObjectLocation(node_id or self._node_id, size))
 
 
 class Completion:

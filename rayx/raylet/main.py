@@ -24,8 +24,9 @@ STOP_TIMEOUT_S = 8.0   # stopping takes at most this long (rayx.node waits 10 s,
 
 def main():
     config = json.loads(sys.stdin.read())
+    # The raylets of a session share logs/raylet.err: each line names its node.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s raylet: %(message)s")
+                        format=f"%(asctime)s %(levelname)s raylet {config['node_id'][:12]}: %(message)s")
     from rayx._core.ids import NodeID
     from rayx._core.store import Arena
     from rayx.gcs import GcsClient

@@ -96,7 +96,8 @@ class Raylet:
                                         self.dispatcher.schedule, self.actors, self.results, self.peers,
                                         self.drivers, writer)
         self.router = Router(loop, node_id, gcs, self.peers, self.objects, self.ready, self.resources,
-                             self.dependencies, self.actors, self.scheduler, self.object_manager.want)
+                             self.dependencies, self.actors, self.scheduler, self.object_manager.want,
+                             self.results.record_object)
         self.leases = Leases(self.resources, self.pool, self.ready, self.peers.has_peers,
                              self.dispatcher.schedule)
         self.waits = Waits(self.objects, self.resources, self.spiller, self.dependencies.want_object,
@@ -150,6 +151,7 @@ class Raylet:
             return
         self._stopping = True
         self._stopped.set()
+        self.object_manager.stopping = True
         if self.monitor is not None:
             self.monitor.stop()
         if self._server is not None:

@@ -45,6 +45,7 @@ class ObjectManager:
         self.gcs_writer = gcs_writer
         self.reconstruction = None  # Reconstruction (built after us; None without a GCS)
         self.active = {}          # object id -> asyncio task pulling it
+        self.stopping = False     # set when the raylet stops: its pulls may be cancelled then
         self.bytes_pulled = 0
         self.pulls = 0
 
@@ -157,8 +158,12 @@ class ObjectManager:
                 else:
                     view[position:position + len(data)] = data
                     position += len(data)
-        except (grpc.aio.AioRpcError, ObjectStoreFullError) as exc:
-            why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else exc
+        except (grpc.aio.AioRpcError, ObjectStoreFullError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and self.stopping:
+                raise
+            # (A CancelledError otherwise: the call's channel was closed under it, the
+            # source having died; the fetch goes on with the other sources, or rebuilds.)
+            why = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
             logger.warning("pulling %s from %s failed: %s", object_id.hex()[:16], source.hex()[:12], why)
             if view is not None:
                 del view

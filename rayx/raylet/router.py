@@ -33,7 +33,7 @@ UNPLACED_RETRY_SECONDS = 1.0   # between heartbeat retries of the tasks that fit
 
 class Router:
     def __init__(self, loop, node_id, gcs, peers, objects, ready, resources, dependencies, actors,
-                 scheduler, pull):
+                 scheduler, pull, record_object):
         self._loop = loop
         self._node_id = node_id
         self._gcs = gcs
@@ -45,6 +45,7 @@ class Router:
         self._actors = actors
         self._scheduler = scheduler
         self._pull = pull                   # ObjectManager.want: pull an object here
+        self._record_object = record_object  # TaskResults.record_object: GCS "objects" row
         self._forwarded = {}         # task id -> Task run by another node (or being placed)
         self._sent_to = {}           # task id -> node id, of the forwarded tasks sent on
         self._actor_locations = {}   # actor id -> node id
@@ -170,7 +171,8 @@ class Router:
     def forward(self, task, node_id):
         spec = task.spec
         self._warned.discard(spec.task_id)
-        if spec.task_type == codec.ACTOR_CREATION_TASK:
+        if spec.task_type == codec.ACTOR_CREATION_TASK and not self._peers.is_dead(node_id):
+            # (Placed on a node found dead meanwhile: the send fails and it is placed again.)
             self._actor_locations[spec.actor_id] = node_id
             self._flush_backlog(spec.actor_id)
         self._send(task, node_id)
@@ -180,12 +182,19 @@ class Router:
         self._peers.forward(node_id, task.spec.encode())
 
     def _forward_failed(self, node_id, specs):
+        """Tasks that never reached ``node_id`` (it is dead, or every attempt failed):
+        placed again; actor calls go to wherever the actor is now."""
         for blob in specs:
             spec = codec.loads(blob)
             task = self._forwarded.get(spec.task_id)
-            if task is not None and spec.task_type != codec.ACTOR_TASK \
-                    and self._sent_to.get(spec.task_id) == node_id:
-                del self._sent_to[spec.task_id]
+            if task is None or self._sent_to.get(spec.task_id) != node_id:
+                continue
+            del self._sent_to[spec.task_id]
+            if spec.task_type == codec.ACTOR_TASK:
+                if self._actor_locations.get(spec.actor_id) == node_id:
+                    del self._actor_locations[spec.actor_id]
+                self._send_actor_call(task)
+            else:
                 self.place(task)
 
     def lost_to(self, node_id):
@@ -326,6 +335,10 @@ class Router:
             else:
                 entry.size = obj.size
                 entry.remote_locations.add(from_node)
+                # Where it is, in the GCS from here too: the node that made it may die
+                # before its own (batched) row is written, and then a reader elsewhere
+                # learns from this row that the object is lost, not still being made.
+                self._record_object(object_id, obj.size, from_node)
                 if entry.waiters:
                     for waiter in list(entry.waiters):
                         if isinstance(waiter, WaitRequest) and not waiter.fetch:
