@@ -21,133 +21,45 @@ Each field also declares its kind (``object_id:id``, ``size:count``; the kinds
 are the ``_KINDS`` below): what a receiver that does not trust its sender
 checks with ``check(message)`` before any handler sees the message. A message
 that fails is ``BadMessage``, and the receiver closes that connection with the
-reason logged (the raylet's client sockets, a worker's link). The kinds bound
-sizes too: ids are at most 64 bytes, lists of ids at most ``MAX_ITEMS``, a task
-at most ``MAX_NUM_RETURNS`` returns.
+reason logged (the raylet's client sockets, a worker's link). The kinds and
+their limits (ids of at most 64 bytes, at most 2^20 ids in a list, 10,000
+returns a task) are compiled, in ``rayx._core.checks``.
 """
 import inspect
 
-from rayx._core import codec
+from rayx._core import checks
 
 __all__ = ["Message", "BadMessage", "handlers", "check", "ALL", "MAX_NUM_RETURNS"]
 
-MAX_ID_BYTES = 64
-MAX_ITEMS = 1 << 20            # ids in one message (REFS of a huge get, WAIT)
-MAX_NUM_RETURNS = 10_000       # returns of one task (options.py gives users the same limit)
-MAX_TEXT = 1 << 16             # characters of a name, a path, a reason
-MAX_ENTRIES = 4096             # keys of an info dict
 MAX_FRAME_BYTES = 128 << 20    # one frame from an untrusted sender (large values go by the arena)
+MAX_NUM_RETURNS = checks.MAX_NUM_RETURNS
 
 
 class BadMessage(ValueError):
     """A message that does not match its declaration."""
 
 
-# Each kind is a predicate (True: the value is of that kind); the message's check
-# names the field that failed. They are on the path of every message a raylet or
-# a worker's link takes, so they build nothing unless a value fails.
-
-def _is_id(value):
-    return type(value) is bytes and 0 < len(value) <= MAX_ID_BYTES
-
-
-def _is_ids(value):
-    if type(value) is not list and type(value) is not tuple or len(value) > MAX_ITEMS:
-        return False
-    for item in value:
-        if type(item) is not bytes or not 0 < len(item) <= MAX_ID_BYTES:
-            return False
-    return True
-
-
-def _is_count(value):
-    return type(value) is int and 0 <= value < 1 << 63
-
-
-def _is_flag(value):
-    return type(value) is bool or (type(value) is int and (value == 0 or value == 1))
-
-
-def _is_text(value):
-    return type(value) is str and len(value) <= MAX_TEXT
-
-
-def _is_blob(value):
-    return type(value) is bytes
-
-
-def _is_blob_or_none(value):
-    return value is None or type(value) is bytes
-
-
-def _is_info(value):
-    return type(value) is dict and len(value) <= MAX_ENTRIES
-
-
-def _is_spec(value):
-    # The codec checked the spec's structure and field types when it decoded it;
-    # these are the ranges the raylet and workers rely on.
-    return (type(value) is _TaskSpec and 0 <= value.num_returns <= MAX_NUM_RETURNS
-            and len(value.task_id) == 16 and len(value.job_id) == 4
-            and value.attempt >= 0 and value.max_retries >= -1
-            and (not value.actor_id or len(value.actor_id) == 16)
-            and (not value.nested_refs or _is_ids(value.nested_refs)))
-
-
-def _is_values(value):
-    if type(value) is not dict:
-        return False
-    if not value:
-        return True
-    if len(value) > MAX_ITEMS:
-        return False
-    for object_id, data in value.items():
-        if type(object_id) is not bytes or not 0 < len(object_id) <= MAX_ID_BYTES \
-                or (data is not None and type(data) is not bytes):
-            return False
-    return True
-
-
-def _is_results(value):
-    if type(value) is not list and type(value) is not tuple or len(value) > MAX_NUM_RETURNS:
-        return False
-    for result in value:
-        if type(result) is not tuple and type(result) is not list or len(result) != 5:
-            return False
-        object_id, data, size, nested, is_error = result
-        if type(object_id) is not bytes or not 0 < len(object_id) <= MAX_ID_BYTES \
-                or (data is not None and type(data) is not bytes) \
-                or type(size) is not int or size < 0 \
-                or (nested and not _is_ids(nested)) or not _is_flag(is_error):
-            return False
-    return True
-
-
-def _is_args(value):
-    return (type(value) is list or type(value) is tuple) and len(value) <= 64
-
-
 def _is_anything(value):
     return True
 
 
-_TaskSpec = codec.TaskSpec
-# kind -> (predicate, what a value of it is, for the error)
+# kind -> (predicate, what a value of it is, for the error); the predicates are
+# compiled (rayx._core.checks), as they run on every message a receiver checks.
 _KINDS = {
-    "id": (_is_id, f"an id (1 to {MAX_ID_BYTES} bytes)"),
-    "ids": (_is_ids, f"a list of at most {MAX_ITEMS} ids"),
-    "count": (_is_count, "a whole number >= 0"),
-    "flag": (_is_flag, "a bool"),
-    "text": (_is_text, f"a string of at most {MAX_TEXT} characters"),
-    "blob": (_is_blob, "bytes"),
-    "blob?": (_is_blob_or_none, "bytes or None"),
-    "info": (_is_info, f"a dict of at most {MAX_ENTRIES} entries"),
-    "spec": (_is_spec, f"a TaskSpec with 16-byte task and actor ids, a 4-byte job id, "
-                       f"0 to {MAX_NUM_RETURNS} returns, attempt >= 0, max_retries >= -1"),
-    "values": (_is_values, "a dict of object id -> bytes or None"),
-    "results": (_is_results, f"a list of at most {MAX_NUM_RETURNS} (object_id, data, size, "
-                             "nested_refs, is_error)"),
-    "args": (_is_args, "a list of at most 64 arguments"),
+    "id": (checks.is_id, f"an id (1 to {checks.MAX_ID_BYTES} bytes)"),
+    "ids": (checks.is_ids, f"a list of at most {checks.MAX_ITEMS} ids"),
+    "count": (checks.is_count, "a whole number >= 0"),
+    "flag": (checks.is_flag, "a bool"),
+    "text": (checks.is_text, f"a string of at most {checks.MAX_TEXT} characters"),
+    "blob": (checks.is_blob, "bytes"),
+    "blob?": (checks.is_blob_or_none, "bytes or None"),
+    "info": (checks.is_info, f"a dict of at most {checks.MAX_ENTRIES} entries"),
+    "spec": (checks.is_spec, f"a TaskSpec with 16-byte task and actor ids, a 4-byte job id, "
+                             f"0 to {checks.MAX_NUM_RETURNS} returns, attempt >= 0, max_retries >= -1"),
+    "values": (checks.is_values, "a dict of object id -> bytes or None"),
+    "results": (checks.is_results, f"a list of at most {checks.MAX_NUM_RETURNS} (object_id, data, "
+                                   "size, nested_refs, is_error)"),
+    "args": (checks.is_args, f"a list of at most {checks.MAX_ARGS} arguments"),
     "any": (_is_anything, "anything"),
 }
 
