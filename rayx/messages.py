@@ -39,28 +39,24 @@ class BadMessage(ValueError):
     """A message that does not match its declaration."""
 
 
-def _is_anything(value):
-    return True
-
-
-# kind -> (predicate, what a value of it is, for the error); the predicates are
-# compiled (rayx._core.checks), as they run on every message a receiver checks.
+# kind -> (its code in rayx._core.checks, what a value of it is, for the error). The
+# checks are compiled, as they run on every message a receiver checks.
 _KINDS = {
-    "id": (checks.is_id, f"an id (1 to {checks.MAX_ID_BYTES} bytes)"),
-    "ids": (checks.is_ids, f"a list of at most {checks.MAX_ITEMS} ids"),
-    "count": (checks.is_count, "a whole number >= 0"),
-    "flag": (checks.is_flag, "a bool"),
-    "text": (checks.is_text, f"a string of at most {checks.MAX_TEXT} characters"),
-    "blob": (checks.is_blob, "bytes"),
-    "blob?": (checks.is_blob_or_none, "bytes or None"),
-    "info": (checks.is_info, f"a dict of at most {checks.MAX_ENTRIES} entries"),
-    "spec": (checks.is_spec, f"a TaskSpec with 16-byte task and actor ids, a 4-byte job id, "
-                             f"0 to {checks.MAX_NUM_RETURNS} returns, attempt >= 0, max_retries >= -1"),
-    "values": (checks.is_values, "a dict of object id -> bytes or None"),
-    "results": (checks.is_results, f"a list of at most {checks.MAX_NUM_RETURNS} (object_id, data, "
-                                   "size, nested_refs, is_error)"),
-    "args": (checks.is_args, f"a list of at most {checks.MAX_ARGS} arguments"),
-    "any": (_is_anything, "anything"),
+    "id": (checks.KIND_ID, f"an id (1 to {checks.MAX_ID_BYTES} bytes)"),
+    "ids": (checks.KIND_IDS, f"a list of at most {checks.MAX_ITEMS} ids"),
+    "count": (checks.KIND_COUNT, "a whole number >= 0"),
+    "flag": (checks.KIND_FLAG, "a bool"),
+    "text": (checks.KIND_TEXT, f"a string of at most {checks.MAX_TEXT} characters"),
+    "blob": (checks.KIND_BLOB, "bytes"),
+    "blob?": (checks.KIND_BLOB_OR_NONE, "bytes or None"),
+    "info": (checks.KIND_INFO, f"a dict of at most {checks.MAX_ENTRIES} entries"),
+    "spec": (checks.KIND_SPEC, f"a TaskSpec with 16-byte task and actor ids, a 4-byte job id, "
+                               f"0 to {checks.MAX_NUM_RETURNS} returns, attempt >= 0, max_retries >= -1"),
+    "values": (checks.KIND_VALUES, "a dict of object id -> bytes or None"),
+    "results": (checks.KIND_RESULTS, f"a list of at most {checks.MAX_NUM_RETURNS} (object_id, data, "
+                                     "size, nested_refs, is_error)"),
+    "args": (checks.KIND_ARGS, f"a list of at most {checks.MAX_ARGS} arguments"),
+    "any": (checks.KIND_ANY, "anything"),
 }
 
 
@@ -78,7 +74,7 @@ class Message:
         self.fields = tuple(field for field, _ in required)
         self.optional = tuple(field for field, _ in extra)
         self._checks = tuple((field, kind) for field, kind in required + extra)
-        self.is_valid = _validator(len(required), tuple(_KINDS[kind][0] for _, kind in required + extra))
+        self.is_valid = checks.Validator(len(required), [_KINDS[kind][0] for _, kind in required + extra])
         self.direction = direction
         self.doc = doc
 
@@ -92,9 +88,10 @@ class Message:
             raise BadMessage(f"{self.name} has {len(self.fields)} to {len(self._checks)} fields, "
                              f"got {count}")
         for (field, kind), value in zip(self._checks, message[1:]):
-            if not _KINDS[kind][0](value):
+            if not checks.is_kind(_KINDS[kind][0], value):
                 raise BadMessage(f"{self.name}.{field} must be {_KINDS[kind][1]}, got "
                                  f"{type(value).__name__} {repr(value)[:60]}")
+        raise BadMessage(f"a {self.name} message must be a tuple, got {type(message).__name__}")
 
     def __call__(self, *values):
         """The message with these field values, ready for ``send``."""
@@ -102,31 +99,6 @@ class Message:
 
     def __repr__(self):
         return f"<message {self.name} ({', '.join(self.fields + self.optional)})>"
-
-
-def _validator(required, predicates):
-    """A function telling whether a message tuple has between ``required`` and
-    ``len(predicates)`` fields, each passing its predicate. Messages of one to three
-    fields and no optional ones (most of them, and the hot ones) get a check with no
-    loop in it."""
-    if required == len(predicates) == 1:
-        first, = predicates
-        return lambda m: len(m) == 2 and first(m[1])
-    if required == len(predicates) == 2:
-        first, second = predicates
-        return lambda m: len(m) == 3 and first(m[1]) and second(m[2])
-    if required == len(predicates) == 3:
-        first, second, third = predicates
-        return lambda m: len(m) == 4 and first(m[1]) and second(m[2]) and third(m[3])
-
-    def is_valid(m):
-        if not required < len(m) <= len(predicates) + 1:
-            return False
-        for is_kind, value in zip(predicates, m[1:]):
-            if not is_kind(value):
-                return False
-        return True
-    return is_valid
 
 
 def _field(item):

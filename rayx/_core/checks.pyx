@@ -1,11 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The kinds of message fields, as predicates (True: the value is of that kind).
+"""The kinds of message fields, as compiled predicates, and ``Validator``: one
+message's check, field by field.
 
-``rayx.messages`` names a kind for every field it declares; receivers that do
-not trust their sender check each message before a handler sees it. The
-predicates run on every message a raylet's client socket or a worker's link
-takes, so they are compiled: typed access to TaskSpec fields, no allocation.
-The limits here bound what one message may make a receiver hold.
+``rayx.messages`` names a kind for every field it declares (by its code here,
+``KIND_*``); receivers that do not trust their sender check each message
+before a handler sees it. That runs on every message a raylet's client socket
+or a worker's link takes, so it is compiled: one call per message, typed access
+to TaskSpec fields, no allocation. The limits here bound what one message may
+make a receiver hold.
 """
 from cpython.bytes cimport PyBytes_CheckExact, PyBytes_GET_SIZE
 from cpython.dict cimport PyDict_Next
@@ -25,6 +27,22 @@ MAX_ARGS = 64                  # arguments of a REQUEST
 cdef Py_ssize_t _MAX_ID = MAX_ID_BYTES
 cdef Py_ssize_t _MAX_ITEMS = MAX_ITEMS
 cdef long long _MAX_RETURNS = MAX_NUM_RETURNS
+cdef Py_ssize_t _MAX_TEXT = MAX_TEXT
+cdef Py_ssize_t _MAX_ENTRIES = MAX_ENTRIES
+cdef Py_ssize_t _MAX_ARGS = MAX_ARGS
+
+# The kinds, by code (rayx.messages maps the names its declarations use to these).
+cdef enum Kind:
+    K_ID, K_IDS, K_COUNT, K_FLAG, K_TEXT, K_BLOB, K_BLOB_OR_NONE, K_INFO, K_SPEC, K_VALUES, \
+        K_RESULTS, K_ARGS, K_ANY
+
+cdef enum:
+    _MAX_FIELDS = 8         # fields of one message
+
+KIND_ID, KIND_IDS, KIND_COUNT, KIND_FLAG, KIND_TEXT = K_ID, K_IDS, K_COUNT, K_FLAG, K_TEXT
+KIND_BLOB, KIND_BLOB_OR_NONE, KIND_INFO, KIND_SPEC = K_BLOB, K_BLOB_OR_NONE, K_INFO, K_SPEC
+KIND_VALUES, KIND_RESULTS, KIND_ARGS, KIND_ANY = K_VALUES, K_RESULTS, K_ARGS, K_ANY
+MAX_FIELDS = _MAX_FIELDS
 
 
 cdef inline bint _id(object value):
@@ -60,43 +78,31 @@ cdef inline bint _flag(object value):
     return value is True or value is False or (type(value) is int and (value == 0 or value == 1))
 
 
-def is_id(value):
-    return _id(value)
-
-
-def is_ids(value):
-    return _ids(value)
-
-
-def is_count(value):
+cdef bint _is_count(object value):
     return type(value) is int and 0 <= value < (1 << 63)
 
 
-def is_flag(value):
-    return _flag(value)
+cdef bint _is_text(object value):
+    return type(value) is str and len(<str>value) <= _MAX_TEXT
 
 
-def is_text(value):
-    return type(value) is str and len(<str>value) <= MAX_TEXT
-
-
-def is_blob(value):
+cdef bint _is_blob(object value):
     return PyBytes_CheckExact(value)
 
 
-def is_blob_or_none(value):
+cdef bint _is_blob_or_none(object value):
     return value is None or PyBytes_CheckExact(value)
 
 
-def is_info(value):
-    return type(value) is dict and len(<dict>value) <= MAX_ENTRIES
+cdef bint _is_info(object value):
+    return type(value) is dict and len(<dict>value) <= _MAX_ENTRIES
 
 
-def is_args(value):
-    return (type(value) is list or type(value) is tuple) and len(value) <= MAX_ARGS
+cdef bint _is_args(object value):
+    return (type(value) is list or type(value) is tuple) and len(value) <= _MAX_ARGS
 
 
-def is_spec(value):
+cdef bint _is_spec(object value):
     """A TaskSpec in the ranges receivers rely on (the codec checked its structure
     and field types when it decoded it)."""
     cdef TaskSpec spec
@@ -114,7 +120,7 @@ def is_spec(value):
     return spec.nested_refs is None or not spec.nested_refs or _ids(spec.nested_refs)
 
 
-def is_values(value):
+cdef bint _is_values(object value):
     """{object id: bytes or None}."""
     cdef Py_ssize_t pos = 0
     cdef PyObject *key
@@ -129,7 +135,7 @@ def is_values(value):
     return True
 
 
-def is_results(value):
+cdef bint _is_results(object value):
     """[(object id, bytes or None, size >= 0, nested ids, is_error)], at most
     MAX_NUM_RETURNS of them."""
     cdef Py_ssize_t i, n
@@ -162,3 +168,67 @@ def is_results(value):
         if not _flag(<object>PyTuple_GET_ITEM(result, 4)):
             return False
     return True
+
+
+cdef bint _is_kind(int kind, object value):
+    if kind == K_ID:
+        return _id(value)
+    if kind == K_IDS:
+        return _ids(value)
+    if kind == K_COUNT:
+        return _is_count(value)
+    if kind == K_FLAG:
+        return _flag(value)
+    if kind == K_TEXT:
+        return _is_text(value)
+    if kind == K_BLOB:
+        return PyBytes_CheckExact(value)
+    if kind == K_BLOB_OR_NONE:
+        return value is None or PyBytes_CheckExact(value)
+    if kind == K_INFO:
+        return _is_info(value)
+    if kind == K_SPEC:
+        return _is_spec(value)
+    if kind == K_VALUES:
+        return _is_values(value)
+    if kind == K_RESULTS:
+        return _is_results(value)
+    if kind == K_ARGS:
+        return _is_args(value)
+    return kind == K_ANY
+
+
+def is_kind(int kind, value):
+    """Whether ``value`` is of the kind coded ``kind`` (KIND_*)."""
+    return _is_kind(kind, value)
+
+
+cdef class Validator:
+    """``validator(message)``: whether a message tuple has between ``required`` and
+    ``len(kinds)`` fields after its tag, each of its kind."""
+
+    cdef Py_ssize_t required
+    cdef Py_ssize_t total
+    cdef int kinds[_MAX_FIELDS]
+
+    def __init__(self, Py_ssize_t required, kinds):
+        if len(kinds) > _MAX_FIELDS or not 0 <= required <= len(kinds):
+            raise ValueError(f"a message has at most {_MAX_FIELDS} fields, {required} of them required")
+        self.required = required
+        self.total = len(kinds)
+        for i, kind in enumerate(kinds):
+            if not K_ID <= kind <= K_ANY:
+                raise ValueError(f"no kind has the code {kind!r}")
+            self.kinds[i] = kind
+
+    def __call__(self, message):
+        cdef Py_ssize_t i, count
+        if type(message) is not tuple:
+            return False
+        count = PyTuple_GET_SIZE(message) - 1
+        if count < self.required or count > self.total:
+            return False
+        for i in range(count):
+            if not _is_kind(self.kinds[i], <object>PyTuple_GET_ITEM(message, i + 1)):
+                return False
+        return True
