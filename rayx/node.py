@@ -200,9 +200,14 @@ class Node:
             env=dict(os.environ, RAYX_GCS_ADDRESS=self.gcs_address, RAYX_SESSION_DIR=self.session_dir),
         )
         log.close()
-        # The config (it holds the cluster token) goes through a pipe, never argv.
-        self.raylet.stdin.write(json.dumps(config).encode())
-        self.raylet.stdin.close()
+        # The config (it holds the cluster token) goes through a pipe, never argv, as one
+        # line. A node that dies with this process keeps the pipe open: the raylet stops
+        # when it reads the pipe's end, which comes when this process exits, however it
+        # exits and whichever of its threads started the node.
+        self.raylet.stdin.write(json.dumps(config).encode() + b"\n")
+        self.raylet.stdin.flush()
+        if self.detached:
+            self.raylet.stdin.close()
         deadline = time.monotonic() + timeout
         line = b""
         fd = self.raylet.stdout.fileno()
@@ -224,6 +229,7 @@ class Node:
     def stop(self):
         if self.raylet is not None:
             stop_process(self.raylet, timeout=10)
+            self._close_raylet_pipe()
             self.raylet = None
         if os.path.exists(self.arena_path):
             os.unlink(self.arena_path)
@@ -244,11 +250,20 @@ class Node:
         if self.raylet is not None:
             self.raylet.kill()
             self.raylet.wait()
+            self._close_raylet_pipe()
             self.raylet = None
         for path in (self.arena_path, self.socket_path):
             if os.path.exists(path):
                 os.unlink(path)
         self.stop()
+
+    def _close_raylet_pipe(self):
+        """The raylet's stdin, held open while it runs (see ``_start_raylet``)."""
+        if self.raylet.stdin is not None and not self.raylet.stdin.closed:
+            try:
+                self.raylet.stdin.close()
+            except OSError:
+                pass
 
     def record(self):
         """What ``rayx stop``/``status`` and ``init(address="auto")`` need to find this node."""

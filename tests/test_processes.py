@@ -152,3 +152,29 @@ def test_children_import_the_drivers_rayx_not_the_one_in_the_cwd(tmp_path):
                          env=dict(os.environ, RAYX_TMPDIR=str(tmp_path / "rx")),
                          capture_output=True, text=True)
     assert "VALUE 42" in out.stdout, out.stderr
+
+
+def test_a_node_started_from_a_thread_outlives_the_thread():
+    """The raylet stops when the process that started it exits, not when the thread
+    that started it does (a parent-death signal would follow the thread)."""
+    import threading
+
+    import rayx
+    from rayx.cluster_utils import Cluster
+
+    cluster = Cluster()
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.connect()
+        added = []
+        thread = threading.Thread(target=lambda: added.append(cluster.add_node(num_cpus=1)))
+        thread.start()
+        thread.join(timeout=120)
+        [node] = added
+        pid = node.raylet.pid
+        assert not wait_for(lambda: not psutil.pid_exists(pid) or
+                            psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=3)
+        alive = {n["NodeID"]: n["Alive"] for n in rayx.nodes()}
+        assert alive[node.node_id.hex()] is True
+    finally:
+        cluster.shutdown()

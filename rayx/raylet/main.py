@@ -6,8 +6,10 @@ worker pool, then prints one line ``READY <node id hex>`` on stdout so that the
 process that launched it knows it can connect. SIGTERM stops the node: the
 arena file and the raylet's socket are unlinked, workers are killed and their
 sockets removed, then the node is marked DEAD in the GCS. When started by
-``rayx.init()`` the raylet asks for SIGTERM at its parent's death, so a driver
-that dies however it dies (SIGKILL included) leaves no files behind. The raylet
+``rayx.init()`` or ``Cluster`` the parent keeps the raylet's stdin open while it
+lives, and the end of stdin stops the raylet as SIGTERM would, so a driver that
+dies however it dies (SIGKILL included) leaves no files behind. (A parent-death
+signal would fire when the parent's *thread* that started the node exits.) The raylet
 runs in its own session (see ``rayx.node``), so the signals of the driver's
 terminal (Ctrl-C) never reach it or its workers.
 """
@@ -23,7 +25,7 @@ STOP_TIMEOUT_S = 8.0   # stopping takes at most this long (rayx.node waits 10 s,
 
 
 def main():
-    config = json.loads(sys.stdin.read())
+    config = json.loads(sys.stdin.buffer.readline())
     # The raylets of a session share logs/raylet.err: each line names its node.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s raylet {config['node_id'][:12]}: %(message)s")
@@ -43,8 +45,15 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT):   # from now on a signal only sets `stopped`
         loop.add_signal_handler(sig, stopped.set)
     if config.get("die_with_parent"):
-        from rayx._private.process import die_with_parent
-        die_with_parent(signal.SIGTERM)
+        def parent_pipe_readable():
+            try:
+                data = os.read(0, 4096)
+            except OSError:
+                data = b""
+            if not data:                   # the parent process is gone
+                loop.remove_reader(0)
+                stopped.set()
+        loop.add_reader(0, parent_pipe_readable)
     arena = Arena.create(config["arena_path"], int(config["object_store_memory"]))
     gcs = raylet = None
     try:
