@@ -33,7 +33,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,7 @@ import time
 
 import numpy as np
 
-from provenance import git_commit
+from provenance import git_commit, machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -478,7 +477,7 @@ def main():
     record = {
         "benchmark": "node_failure",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "rayx_commit": git_commit(),
         "params": params,
         "ray_health_config": RAY_HEALTH_CONFIG if args.ray else None,

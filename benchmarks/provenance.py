@@ -1,7 +1,8 @@
-"""What a results file records about the code it measured: the rayx commit, with
-"+dirty" when rayx/ has uncommitted changes. Shared by the benchmarks that write
-results/*.json."""
+"""What a results file records about what it measured: the rayx commit (with
+"+dirty" when rayx/ has uncommitted changes) and the machine. Shared by the
+failure benchmarks that write results/*.json."""
 import os
+import platform
 import subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,3 +16,7 @@ def git_commit():
         return out.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def machine():
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}

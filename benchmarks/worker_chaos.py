@@ -21,7 +21,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -38,7 +37,7 @@ from rayx.exceptions import RayError
 from rayx.runtime import context
 from rayx.util.state import list_tasks
 
-from provenance import git_commit
+from provenance import git_commit, machine
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIG = 30_000            # int64s: 240 KB, above the 100 KiB inline limit
@@ -194,7 +193,7 @@ def main():
     record = {
         "benchmark": "worker_chaos",
         "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "rayx_commit": git_commit(),
         "params": vars(args),
         "without_kills": baseline,
